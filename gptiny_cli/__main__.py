@@ -1,0 +1,3 @@
+from gptiny_cli.cli import main
+
+main()

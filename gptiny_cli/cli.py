@@ -1,0 +1,272 @@
+"""The ``gptiny`` command line: parse, call the library, render. The only module that prints or exits.
+
+Heavy imports (torch) happen inside the commands so that ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console, Group
+from rich.table import Table
+
+from gptiny_cli.errors import GptinyError
+
+app = typer.Typer(
+    name="gptiny",
+    help="Train a character-level GPT from scratch and sample from it.\n\n"
+    "Example: gptiny prepare input.txt && gptiny train configs/shakespeare-cpu.toml "
+    "&& gptiny sample latest",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+RUNS_DIR = Annotated[Path, typer.Option("--runs-dir", help="Where runs live.")]
+
+
+class Which(str, Enum):
+    best = "best"
+    last = "last"
+
+
+@contextmanager
+def _user_errors():
+    """Turn our expected errors into one red line and exit status 1."""
+    try:
+        yield
+    except GptinyError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def prepare(
+    input: Annotated[Path, typer.Argument(help="A UTF-8 text file, the corpus.")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Data directory [default: data/<input stem>].")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of the corpus, at its end, kept for validation.")] = 0.1,
+) -> None:
+    """Encode a corpus character by character into a data directory.
+
+    Example: gptiny prepare input.txt   (writes data/input/)
+    """
+    from gptiny_cli.data import prepare_corpus
+
+    with _user_errors():
+        target = out_dir or Path("data") / input.stem
+        summary = prepare_corpus(input, target, val_fraction)
+    out.print(f"prepared {input} → {summary.out_dir}", highlight=False)
+    table = Table(show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for label, value in (("characters", summary.chars), ("vocabulary", summary.vocab_size),
+                         ("train tokens", summary.train_tokens), ("val tokens", summary.val_tokens)):
+        table.add_row(label, f"{value:,}")
+    out.print(table)
+
+
+@app.command()
+def train(
+    config: Annotated[Optional[Path], typer.Argument(help="A TOML run config, e.g. configs/shakespeare.toml.")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a config key: --set train.max_iters=200.")] = [],  # noqa: B006
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    runs_dir: RUNS_DIR = Path("runs"),
+    name: Annotated[Optional[str], typer.Option(help="Run name [default: the config's file stem].")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue a run directory, or `latest`.")] = None,
+) -> None:
+    """Train a model; weights, metrics and status go to a new directory under runs/.
+
+    Examples: gptiny train configs/shakespeare-cpu.toml --set train.max_iters=200;
+    gptiny train --resume latest
+    """
+    from gptiny_cli.config import load_config
+    from gptiny_cli.interrupt import GracefulStop
+    from gptiny_cli.runs import resolve_run
+    from gptiny_cli.session import AlreadyComplete, resume as resume_session, setup
+
+    with _user_errors():
+        if resume:
+            try:
+                session = resume_session(resolve_run(resume, runs_dir), overrides=set_, device=device)
+            except AlreadyComplete as done:
+                err.print(str(done), highlight=False, soft_wrap=True)
+                return
+        elif config is None:
+            raise GptinyError("give a CONFIG to train (e.g. configs/shakespeare.toml) or --resume RUN")
+        else:
+            cfg = load_config(config, set_)
+            session = setup(cfg, device=device, runs_dir=runs_dir, name=name or config.stem)
+        err.print(f"run {session.run_dir} on {session.device} ({session.precision.name}), "
+                  f"{session.info['parameters']:,} parameters", highlight=False)
+        with GracefulStop() as stop:
+            finished = _show_training(session, stop.requested)
+    _report_end(session, finished, stop.signum)
+
+
+def _show_training(session, should_stop):
+    from rich.live import Live
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gptiny_cli.progress import TrainView, plain_line, render
+    from gptiny_cli.train import EvalStats, Finished, run
+
+    view = TrainView(session.config.train.max_iters)
+    events = run(session, should_stop)
+    if not out.is_terminal:
+        last_print = 0.0
+        for event in events:
+            if isinstance(event, Finished):
+                return event
+            if isinstance(event, EvalStats) or time.monotonic() - last_print > 10:
+                out.print(plain_line(event), highlight=False, soft_wrap=True)
+                last_print = time.monotonic()
+        raise AssertionError("training ended without a Finished event")
+    bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=out)
+    task = bar.add_task("train", total=view.max_iters, completed=session.iter)
+    with Live(Group(bar, render(view)), console=out, refresh_per_second=4) as live:
+        for event in events:
+            if isinstance(event, Finished):
+                return event
+            view.update(event)
+            bar.update(task, completed=event.iter)
+            live.update(Group(bar, render(view)))
+    raise AssertionError("training ended without a Finished event")
+
+
+def _report_end(session, finished, signum: Optional[int]) -> None:
+    run_dir = session.run_dir
+    if finished.status == "interrupted":
+        err.print(f"[yellow]interrupted[/] at iteration {finished.iter}; saved in {run_dir}. "
+                  f"Resume with: gptiny train --resume {run_dir}", highlight=False, soft_wrap=True)
+        raise typer.Exit(143 if signum == 15 else 130)
+    final = f", whole-split val loss {finished.final_val_loss:.4f}" if finished.final_val_loss else ""
+    stopped = " (stopped early: no improvement)" if finished.early_stopped else ""
+    out.print(f"done{stopped}: {finished.iter} iterations, best val loss {finished.best_val_loss:.4f}"
+              f"{final}\nrun: {run_dir}\nsample: gptiny sample {run_dir} --tokens 500", highlight=False)
+
+
+@app.command()
+def sample(
+    run: Annotated[str, typer.Argument(help="A run directory, or `latest`.")] = "latest",
+    tokens: Annotated[Optional[int], typer.Option(help="Characters to generate [default: sample.tokens, 500].")] = None,
+    prompt: Annotated[str, typer.Option(help="Text to continue.")] = "",
+    temperature: Annotated[Optional[float], typer.Option(help="0 is greedy; higher is wilder [default: 1.0].")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Keep only the k most likely characters.")] = None,
+    top_p: Annotated[float, typer.Option(help="Keep the most likely characters up to this probability mass.")] = 1.0,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible samples.")] = None,
+    checkpoint: Annotated[Which, typer.Option(help="Weights with the best val loss, or the last ones.")] = Which.best,
+    num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
+    stream: Annotated[Optional[bool], typer.Option(help="Print as generated [default: on a terminal].")] = None,
+    kv_cache: Annotated[bool, typer.Option(help="Reuse keys and values (--no-kv-cache: plain loop).")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    runs_dir: RUNS_DIR = Path("runs"),
+) -> None:
+    """Generate text from a trained run. Stdout gets the prompt and the generated characters.
+
+    Examples: gptiny sample latest --tokens 500; gptiny sample runs/<id> --prompt "ROMEO:" --temperature 0.8
+    """
+    import torch
+
+    from gptiny_cli.device import pick_device
+    from gptiny_cli.runs import load_run, resolve_run
+    from gptiny_cli.sample import generate
+
+    with _user_errors():
+        loaded = load_run(resolve_run(run, runs_dir), checkpoint.value)
+        defaults = loaded.config.sample
+        n = defaults.tokens if tokens is None else tokens
+        temp = defaults.temperature if temperature is None else temperature
+        k = defaults.top_k if top_k is None else top_k
+        _check_sample_args(n, temp, k, top_p, num_samples)
+        unknown = loaded.vocab.unknown(prompt)
+        if unknown:
+            raise GptinyError(f"--prompt has characters this run's vocabulary lacks: {''.join(unknown)!r}")
+        ids = loaded.vocab.encode(prompt)
+        dev = pick_device(device)
+        model = loaded.model.to(dev)
+    generator = torch.Generator(device=dev)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    start = loaded.vocab.chars.index("\n") if "\n" in loaded.vocab.chars else 0
+    err.print(f"sampling {n} characters from {loaded.weights}", highlight=False)
+    steps = generate(model, ids, n, num_samples=num_samples, temperature=temp, top_k=k, top_p=top_p,
+                     generator=generator, use_cache=kv_cache, start_token=start)
+    live = out.is_terminal if stream is None else stream
+    _write_samples(steps, loaded.vocab, prompt, num_samples, live)
+
+
+def _check_sample_args(tokens: int, temperature: float, top_k: int, top_p: float, num_samples: int) -> None:
+    if tokens < 1:
+        raise GptinyError(f"--tokens {tokens} is invalid: generate at least 1 character")
+    if temperature < 0:
+        raise GptinyError(f"--temperature {temperature} is invalid: must be 0 (greedy) or more")
+    if top_k < 0:
+        raise GptinyError(f"--top-k {top_k} is invalid: must be at least 1 (0 turns it off)")
+    if not 0 < top_p <= 1:
+        raise GptinyError(f"--top-p {top_p} is invalid: must be in (0, 1]")
+    if num_samples < 1:
+        raise GptinyError(f"--num-samples {num_samples} is invalid: must be at least 1")
+
+
+def _write_samples(steps, vocab, prompt: str, num_samples: int, live: bool) -> None:
+    write = sys.stdout.write
+    if live and num_samples == 1:
+        write(prompt)
+        try:
+            for token in steps:
+                write(vocab.chars[int(token[0])])
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            write("\n")
+            raise typer.Exit(130) from None
+        write("\n")
+        return
+    columns: list[list[int]] = [[] for _ in range(num_samples)]
+    for token in steps:
+        for i, t in enumerate(token.tolist()):
+            columns[i].append(t)
+    write("\n\n".join(prompt + vocab.decode(c) for c in columns) + "\n")
+
+
+@app.command()
+def inspect(
+    target: Annotated[str, typer.Argument(help="A run directory, `latest`, or a TOML config.")] = "latest",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    runs_dir: RUNS_DIR = Path("runs"),
+) -> None:
+    """Show the parameter count and shapes of every module of a model.
+
+    Examples: gptiny inspect configs/shakespeare.toml; gptiny inspect latest --json
+    """
+    from gptiny_cli.inspection import describe
+
+    with _user_errors():
+        report = describe(target, runs_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    table = Table(title=f"{report['source']}", title_justify="left")
+    for column, justify in (("module", "left"), ("type", "left"), ("parameters", "right"), ("shapes", "left")):
+        table.add_column(column, justify=justify, no_wrap=True)
+    for row in report["modules"]:
+        shapes = ", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in row["shapes"].items())
+        table.add_row("  " * row["depth"] + row["name"].rsplit(".", 1)[-1], row["kind"],
+                      f"{row['params']:,}", shapes)
+    out.print(table)
+    out.print(f"total {report['total_params']:,} parameters: {report['embedding_params']:,} in embeddings, "
+              f"{report['non_embedding_params']:,} elsewhere", highlight=False)
+
+
+def main() -> None:
+    app()

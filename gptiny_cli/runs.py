@@ -1,0 +1,130 @@
+"""Run directories: creating them, finding them (``latest``), their status and metrics files.
+
+A run directory holds:
+    config.toml              the full resolved config
+    vocab.json               the vocabulary the model was trained with
+    model.safetensors        the weights with the best validation loss so far
+    model-last.safetensors   the weights after the latest step
+    metrics.jsonl            one JSON object per logged step or evaluation
+    run.json                 status, times, device, parameter count, best val loss
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from gptiny_cli import atomic, checkpoint
+from gptiny_cli.config import RunConfig, config_from_dict, read_toml
+from gptiny_cli.data import Vocab
+from gptiny_cli.errors import GptinyError
+
+WEIGHTS = {"best": "model.safetensors", "last": "model-last.safetensors"}
+
+
+def create_run_dir(runs_dir: Path, name: str, now: datetime | None = None) -> Path:
+    """A new, empty ``<YYYYMMDD-HHMMSS>-<name>`` directory; a suffix keeps it unique."""
+    runs_dir = Path(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GptinyError(f"cannot create runs directory {runs_dir}: {err.strerror}") from None
+    stem = f"{(now or datetime.now()):%Y%m%d-%H%M%S}-{name}"
+    for attempt in range(1, 1000):
+        candidate = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise GptinyError(f"cannot create a run in {runs_dir}: {err.strerror}") from None
+    raise GptinyError(f"too many runs named {stem} in {runs_dir}")
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        raise GptinyError(f"{run_dir}/run.json is damaged") from None
+
+
+def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
+    atomic.write_json(Path(run_dir) / "run.json", info)
+
+
+def _started(run_dir: Path) -> tuple[str, str]:
+    try:
+        info = read_run_info(run_dir)
+    except GptinyError:
+        info = {}
+    return (str(info.get("started_at", "")), run_dir.name)
+
+
+def resolve_run(spec: str, runs_dir: Path) -> Path:
+    """A run directory from a path or from ``latest`` (the most recently started run)."""
+    if spec == "latest":
+        runs_dir = Path(runs_dir)
+        candidates = [p for p in runs_dir.iterdir() if (p / "run.json").is_file()] if runs_dir.is_dir() else []
+        if not candidates:
+            raise GptinyError(f"no runs in {runs_dir}/; train one with `gptiny train CONFIG`")
+        return max(candidates, key=_started)
+    path = Path(spec)
+    if not path.is_dir():
+        raise GptinyError(f"run not found: {spec} (give a run directory or `latest`)")
+    return path
+
+
+class MetricsLog:
+    """Appends one JSON object per line and flushes, so a crash loses at most the line in flight."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "a", encoding="utf-8")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: RunConfig
+    vocab: Vocab
+    model: nn.Module
+    weights: Path
+
+
+def load_run(run_dir: Path, which: str = "best") -> LoadedRun:
+    """The config, vocabulary and weights of a run, each checked against the others."""
+    from gptiny_cli.model import build_model
+
+    run_dir = Path(run_dir)
+    weights = run_dir / WEIGHTS[which]
+    needed = [run_dir / "config.toml", run_dir / "vocab.json", weights]
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        raise GptinyError(
+            f"{run_dir} is incomplete: missing {', '.join(missing)} (training may not have saved yet)"
+        )
+    config = config_from_dict(read_toml(run_dir / "config.toml"))
+    vocab = Vocab.load(run_dir / "vocab.json")
+    _, vocab_size = checkpoint.model_config_of(weights)
+    if vocab_size != vocab.size:
+        raise GptinyError(
+            f"{run_dir}/vocab.json has {vocab.size} characters but {weights.name} was trained on {vocab_size}"
+        )
+    model = build_model(config.model, vocab.size)
+    checkpoint.load_weights(weights, model)
+    model.eval()
+    return LoadedRun(run_dir, config, vocab, model, weights)

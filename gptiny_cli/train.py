@@ -1,0 +1,265 @@
+"""Training: ``setup`` builds everything a run needs, ``run`` is the loop and yields what happens.
+
+The loop never prints. It yields StepStats, EvalStats and finally Finished; the
+CLI turns them into a live display. Everything that must outlive the process
+(weights, training state, metrics, run.json) is written as it goes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gptiny_cli import checkpoint, runs, state
+from gptiny_cli.data import get_batch, sequential_batches
+from gptiny_cli.device import Precision
+from gptiny_cli.errors import GptinyError
+from gptiny_cli.model import build_model
+from gptiny_cli.schedule import learning_rate
+from gptiny_cli.session import Session
+
+
+@dataclass
+class StepStats:
+    iter: int
+    loss: float
+    lr: float
+    tokens_per_sec: float
+    mfu: float
+
+
+@dataclass
+class EvalStats:
+    iter: int
+    train_loss: float
+    val_loss: float
+    elapsed_s: float
+    epoch: float
+    is_best: bool
+
+
+@dataclass
+class Finished:
+    status: str  # completed | interrupted
+    iter: int
+    best_val_loss: float
+    final_val_loss: float | None
+    early_stopped: bool = False
+
+
+Event = StepStats | EvalStats | Finished
+
+
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: Precision) -> torch.Tensor:
+    with precision.autocast():
+        logits = model(x)  # (B, T, V)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+
+
+@torch.no_grad()
+def estimate_loss(s: Session) -> tuple[float, float]:
+    """Mean loss over ``eval_iters`` random batches of each split, in eval mode.
+
+    The batches come from a generator seeded by the step, so an estimate does not depend on
+    how the run got there (straight through or resumed).
+    """
+    t, m = s.config.train, s.config.model
+    s.forward.eval()
+    means = []
+    for split in (s.corpus.train, s.corpus.val):
+        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + s.iter)
+        total = 0.0
+        for _ in range(t.eval_iters):
+            x, y = get_batch(split, t.batch_size, m.block_size, gen)
+            total += _loss(s.forward, x.to(s.device), y.to(s.device), s.precision).item()
+        means.append(total / t.eval_iters)
+    s.forward.train()
+    return means[0], means[1]
+
+
+@torch.no_grad()
+def full_split_loss(
+    model: nn.Module, tokens: torch.Tensor, block_size: int, batch_size: int,
+    device: torch.device, precision: Precision,
+) -> float:
+    """Exact mean loss over every token of a split, once, in order (deterministic)."""
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in sequential_batches(tokens, batch_size, block_size):
+        loss = _loss(model, x.to(device), y.to(device), precision)
+        total += loss.item() * y.numel()
+        count += y.numel()
+    return total / count
+
+
+def train_step(s: Session) -> tuple[torch.Tensor, float]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns (loss, lr)."""
+    t, m = s.config.train, s.config.model
+    lr = learning_rate(
+        s.iter, base_lr=t.learning_rate, max_iters=t.max_iters, warmup_iters=t.warmup_iters,
+        decay=t.lr_decay, min_lr_fraction=t.min_lr_fraction,
+    )
+    for group in s.optimizer.param_groups:
+        group["lr"] = lr
+    total = torch.zeros((), device=s.device)
+    for _ in range(t.grad_accum):
+        x, y = get_batch(s.corpus.train, t.batch_size, m.block_size, s.batch_gen)
+        loss = _loss(s.forward, x.to(s.device), y.to(s.device), s.precision) / t.grad_accum
+        (s.scaler.scale(loss) if s.scaler else loss).backward()
+        total += loss.detach()
+    if s.scaler:
+        s.scaler.unscale_(s.optimizer)
+    if t.grad_clip > 0:
+        nn.utils.clip_grad_norm_(s.model.parameters(), t.grad_clip)
+    if s.scaler:
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+    else:
+        s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    s.iter += 1
+    return total, lr
+
+
+def _fault_nan_at() -> int | None:
+    """Tests force a non-finite loss at a chosen step through GPTINY_FAULT_NAN_AT."""
+    value = os.environ.get("GPTINY_FAULT_NAN_AT")
+    return int(value) if value else None
+
+
+def _check_finite(loss: float, s: Session) -> None:
+    if not math.isfinite(loss):
+        raise GptinyError(
+            f"the loss became {loss} at iteration {s.iter}; training stopped and the last good "
+            "checkpoint was kept. Try a lower train.learning_rate or train.dtype = 'float32'"
+        )
+
+
+def _save(s: Session, best: bool) -> None:
+    vocab_size = s.corpus.vocab.size
+    if best:
+        checkpoint.save_weights(s.run_dir / runs.WEIGHTS["best"], s.model, s.config.model, vocab_size)
+    checkpoint.save_weights(s.run_dir / runs.WEIGHTS["last"], s.model, s.config.model, vocab_size)
+    state.save_state(s)
+    s.info.update(iters=s.iter, best_val_loss=None if math.isinf(s.best_val) else s.best_val)
+    runs.write_run_info(s.run_dir, s.info)
+
+
+def _evaluate(s: Session) -> EvalStats:
+    train_loss, val_loss = estimate_loss(s)
+    _check_finite(val_loss, s)
+    is_best = val_loss < s.best_val
+    if is_best:
+        s.best_val, s.evals_since_best = val_loss, 0
+    else:
+        s.evals_since_best += 1
+    c = s.config
+    tokens_seen = s.iter * c.train.batch_size * c.train.grad_accum * c.model.block_size
+    stats = EvalStats(s.iter, train_loss, val_loss, s.elapsed_s, tokens_seen / len(s.corpus.train), is_best)
+    s.metrics.write({"iter": s.iter, "train_loss": train_loss, "val_loss": val_loss,
+                     "elapsed_s": round(s.elapsed_s, 3), "epoch": round(stats.epoch, 4)})
+    _save(s, best=is_best)
+    return stats
+
+
+def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, seconds: float) -> StepStats:
+    value = loss.item()
+    fault = _fault_nan_at()
+    if fault is not None and s.iter >= fault:
+        value = math.nan
+    _check_finite(value, s)
+    tps = tokens / seconds if seconds > 0 else 0.0
+    mfu = tps * s.flops_per_token / s.peak_flops if s.peak_flops else 0.0
+    stats = StepStats(s.iter, value, lr, tps, mfu)
+    s.metrics.write({"iter": s.iter, "loss": value, "lr": lr,
+                     "tokens_per_sec": round(tps, 1), "mfu": round(mfu, 4)})
+    return stats
+
+
+def run(s: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
+    """The training loop. Marks the run failed if anything escapes it."""
+    try:
+        yield from _loop(s, should_stop)
+    except BaseException as err:
+        if s.info["status"] != "running":  # closed after Finished: the run already has its status
+            raise
+        stopped = isinstance(err, (KeyboardInterrupt, GeneratorExit))
+        s.info.update(status="interrupted" if stopped else "failed",
+                      ended_at=datetime.now(timezone.utc).isoformat(), error=str(err) or type(err).__name__)
+        runs.write_run_info(s.run_dir, s.info)
+        if _is_out_of_memory(err):
+            raise GptinyError(
+                f"out of memory on {s.device}; lower train.batch_size (now {s.config.train.batch_size}, "
+                f"use train.grad_accum to keep the global batch) or model.block_size"
+            ) from None
+        raise
+    finally:
+        s.metrics.close()
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+
+
+def _loop(s: Session, should_stop: Callable[[], bool]) -> Iterator[Event]:
+    t = s.config.train
+    tokens_per_step = t.batch_size * t.grad_accum * s.config.model.block_size
+    resumed_at = s.iter if s.iter > 0 else None
+    early_stopped, interrupted = False, False
+    window_start, window_steps = time.perf_counter(), 0
+    clock, elapsed_before = time.perf_counter(), s.elapsed_s
+    while True:
+        s.elapsed_s = elapsed_before + time.perf_counter() - clock
+        due = s.iter % t.eval_interval == 0 or s.iter == t.max_iters
+        if due and s.iter != resumed_at:
+            yield _evaluate(s)
+            window_start, window_steps = time.perf_counter(), 0
+            if t.patience and s.evals_since_best >= t.patience:
+                early_stopped = True
+        if s.iter >= t.max_iters or early_stopped:
+            break
+        if should_stop():
+            interrupted = True
+            _save(s, best=False)
+            break
+        loss, lr = train_step(s)
+        window_steps += 1
+        if s.iter % t.log_interval == 0:
+            now = time.perf_counter()
+            yield _log_step(s, loss, lr, tokens_per_step * window_steps, now - window_start)
+            window_start, window_steps = time.perf_counter(), 0
+        if s.iter % t.checkpoint_interval == 0 and s.iter % t.eval_interval != 0:
+            _check_finite(loss.item(), s)
+            _save(s, best=False)
+    yield _finish(s, interrupted, early_stopped)
+
+
+def _finish(s: Session, interrupted: bool, early_stopped: bool) -> Finished:
+    final = None
+    if not interrupted:
+        best = build_model(s.config.model, s.corpus.vocab.size).to(s.device)
+        checkpoint.load_weights(s.run_dir / runs.WEIGHTS["best"], best)
+        c = s.config
+        final = full_split_loss(best, s.corpus.val, c.model.block_size, c.train.batch_size,
+                                s.device, s.precision)
+    s.info.update(
+        status="interrupted" if interrupted else "completed",
+        ended_at=datetime.now(timezone.utc).isoformat(),
+        iters=s.iter,
+        best_val_loss=s.best_val if math.isfinite(s.best_val) else None,
+        final_val_loss=final,
+        early_stopped=early_stopped,
+        train_seconds=round(s.elapsed_s, 2),
+    )
+    runs.write_run_info(s.run_dir, s.info)
+    return Finished(s.info["status"], s.iter, s.best_val, final, early_stopped)
