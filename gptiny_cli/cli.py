@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console, Group
@@ -51,7 +51,7 @@ def _user_errors():
 @app.command()
 def prepare(
     input: Annotated[Path, typer.Argument(help="A UTF-8 text file, the corpus.")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Data directory [default: data/<input stem>].")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Data directory [default: data/<input stem>].")] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of the corpus, at its end, kept for validation.")] = 0.1,
 ) -> None:
     """Encode a corpus character by character into a data directory.
@@ -75,12 +75,12 @@ def prepare(
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="A TOML run config, e.g. configs/shakespeare.toml.")] = None,
+    config: Annotated[Path | None, typer.Argument(help="A TOML run config, e.g. configs/shakespeare.toml.")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a config key: --set train.max_iters=200.")] = [],  # noqa: B006
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     runs_dir: RUNS_DIR = Path("runs"),
-    name: Annotated[Optional[str], typer.Option(help="Run name [default: the config's file stem].")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="Continue a run directory, or `latest`.")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name [default: the config's file stem].")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue a run directory, or `latest`.")] = None,
 ) -> None:
     """Train a model; weights, metrics and status go to a new directory under runs/.
 
@@ -90,7 +90,8 @@ def train(
     from gptiny_cli.config import load_config
     from gptiny_cli.interrupt import GracefulStop
     from gptiny_cli.runs import resolve_run
-    from gptiny_cli.session import AlreadyComplete, resume as resume_session, setup
+    from gptiny_cli.session import AlreadyComplete, setup
+    from gptiny_cli.session import resume as resume_session
 
     with _user_errors():
         if resume:
@@ -142,7 +143,7 @@ def _show_training(session, should_stop):
     raise AssertionError("training ended without a Finished event")
 
 
-def _report_end(session, finished, signum: Optional[int]) -> None:
+def _report_end(session, finished, signum: int | None) -> None:
     run_dir = session.run_dir
     if finished.status == "interrupted":
         err.print(f"[yellow]interrupted[/] at iteration {finished.iter}; saved in {run_dir}. "
@@ -157,15 +158,15 @@ def _report_end(session, finished, signum: Optional[int]) -> None:
 @app.command()
 def sample(
     run: Annotated[str, typer.Argument(help="A run directory, or `latest`.")] = "latest",
-    tokens: Annotated[Optional[int], typer.Option(help="Characters to generate [default: sample.tokens, 500].")] = None,
+    tokens: Annotated[int | None, typer.Option(help="Characters to generate [default: sample.tokens, 500].")] = None,
     prompt: Annotated[str, typer.Option(help="Text to continue.")] = "",
-    temperature: Annotated[Optional[float], typer.Option(help="0 is greedy; higher is wilder [default: 1.0].")] = None,
-    top_k: Annotated[Optional[int], typer.Option(help="Keep only the k most likely characters.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 is greedy; higher is wilder [default: 1.0].")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Keep only the k most likely characters.")] = None,
     top_p: Annotated[float, typer.Option(help="Keep the most likely characters up to this probability mass.")] = 1.0,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible samples.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples.")] = None,
     checkpoint: Annotated[Which, typer.Option(help="Weights with the best val loss, or the last ones.")] = Which.best,
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
-    stream: Annotated[Optional[bool], typer.Option(help="Print as generated [default: on a terminal].")] = None,
+    stream: Annotated[bool | None, typer.Option(help="Print as generated [default: on a terminal].")] = None,
     kv_cache: Annotated[bool, typer.Option(help="Reuse keys and values (--no-kv-cache: plain loop).")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     runs_dir: RUNS_DIR = Path("runs"),
