@@ -80,9 +80,10 @@ def test_integers_are_accepted_where_floats_are_expected():
     assert config_from_dict({"train": {"learning_rate": 1}}).train.learning_rate == 1.0
 
 
-def test_attention_dropout_follows_dropout_unless_set():
-    assert config_from_dict({"model": {"dropout": 0.3}}).model.attn_dropout == 0.3
-    assert config_from_dict({"model": {"dropout": 0.3, "attn_dropout": 0.0}}).model.attn_dropout == 0.0
+def test_attention_dropout_is_its_own_key():
+    model = config_from_dict({"model": {"dropout": 0.3, "attn_dropout": 0.1}}).model
+    assert (model.dropout, model.attn_dropout) == (0.3, 0.1)
+    assert "model.attn_dropout = 1.5 is invalid" in config_error({"model": {"attn_dropout": 1.5}})
 
 
 def test_overrides_are_typed_and_validated(tmp_path):
