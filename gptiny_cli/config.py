@@ -60,9 +60,15 @@ class ModelConfig:
     attn_dropout: float = 0.0
     bias: bool = True
     tie_weights: bool = False
+    position: str = "learned"  # learned absolute embeddings, or rotary ("rope") inside attention
+    norm: str = "layernorm"
+    activation: str = "relu"
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, ("gpt", "bigram"))
+        _choice("model.position", self.position, ("learned", "rope"))
+        _choice("model.norm", self.norm, ("layernorm", "rmsnorm"))
+        _choice("model.activation", self.activation, ("relu", "gelu", "relu2", "swiglu"))
         for key in ("n_embd", "block_size", "n_layer", "n_head"):
             _check(getattr(self, key) >= 1, f"model.{key}", "must be at least 1", getattr(self, key))
         _check(
@@ -90,6 +96,8 @@ class TrainConfig:
     seed: int = 1337
     dtype: str = "auto"
     compile: bool | str = "auto"
+    optimizer: str = "adamw"  # or "muon": Muon for the hidden matrices, AdamW for the rest
+    muon_lr: float = 0.02
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
@@ -118,6 +126,9 @@ class TrainConfig:
                self.min_lr_fraction)
         _choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
         _choice("train.lr_decay", self.lr_decay, ("cosine", "constant"))
+        _choice("train.optimizer", self.optimizer, ("adamw", "muon"))
+        _check(math.isfinite(self.muon_lr) and self.muon_lr > 0, "train.muon_lr", "must be a positive number",
+               self.muon_lr)
         if isinstance(self.compile, str):
             _choice("train.compile", self.compile, ("auto",))
 

@@ -43,11 +43,15 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: Rotary | None = None, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 × (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         # q, k, v: (B, H, T, D)
+        if rope is not None:
+            q, k = rope.rotate(q), rope.rotate(k)
         past = 0
         if cache is not None:
             past = cache.length
@@ -67,16 +71,59 @@ class CausalSelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """A position-wise MLP: widen to 4C, apply ReLU, project back to C."""
+    """A position-wise MLP: widen to 4C, apply the activation, project back to C.
+
+    SwiGLU gates one half of the widened vector with the other; its width is 2/3 of 4C so that
+    it has about as many parameters as the others.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.activation = cfg.activation
+        hidden = 4 * cfg.n_embd
+        if cfg.activation == "swiglu":
+            hidden = 2 * hidden // 3
+        width = 2 * hidden if cfg.activation == "swiglu" else hidden
+        self.fc = nn.Linear(cfg.n_embd, width, bias=cfg.bias)
+        self.proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.relu(self.fc(x))))  # (B, T, C)
+        h = self.fc(x)  # (B, T, 4C), or (B, T, 2 · 8C/3) for SwiGLU
+        if self.activation == "relu":
+            h = F.relu(h)
+        elif self.activation == "gelu":
+            h = F.gelu(h)
+        elif self.activation == "relu2":
+            h = F.relu(h).square()
+        else:
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        return self.dropout(self.proj(h))  # (B, T, C)
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.n_embd, eps=1e-5)
+    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+
+
+class Rotary:
+    """Rotary position embedding: rotate each (q, k) pair of channels by an angle set by position.
+
+    Attention scores then depend on how far apart two positions are, not where they are.
+    """
+
+    def __init__(self, positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> None:
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
+        angles = positions.float()[:, None] * inv_freq[None, :]  # (T, D/2)
+        self.cos, self.sin = angles.cos(), angles.sin()
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, D/2) each
+        cos, sin = self.cos.to(x.dtype), self.sin.to(x.dtype)
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, D)
 
 
 class Block(nn.Module):
@@ -84,13 +131,15 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln1 = make_norm(cfg)
         self.attn = CausalSelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln2 = make_norm(cfg)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), cache, layer)
+    def forward(
+        self, x: torch.Tensor, rope: Rotary | None = None, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), rope, cache, layer)
         return x + self.ffn(self.ln2(x))
 
 
@@ -102,10 +151,11 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.tok_emb = nn.Embedding(vocab_size, cfg.n_embd)
-        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        if cfg.position == "learned":
+            self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_f = make_norm(cfg)
         self.head = nn.Linear(cfg.n_embd, vocab_size, bias=cfg.bias)
         self.apply(self._init_weights)
         # Each residual branch adds to the stream; shrinking their output projections keeps the
@@ -130,7 +180,8 @@ class GPT(nn.Module):
     def new_cache(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> KVCache:
         c = self.cfg
         shape = (c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
-        return KVCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+        return KVCache(torch.zeros(shape, device=device, dtype=dtype),
+                       torch.zeros(shape, device=device, dtype=dtype))
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits (B, T, V) for token ids (B, T); with a cache, idx continues what it holds."""
@@ -139,9 +190,15 @@ class GPT(nn.Module):
         if start + T > self.cfg.block_size:
             raise ValueError(f"sequence of {start + T} positions exceeds block_size {self.cfg.block_size}")
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.dropout(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        x = self.tok_emb(idx)  # (B, T, C)
+        rope = None
+        if self.cfg.position == "learned":
+            x = x + self.pos_emb(pos)
+        else:
+            rope = Rotary(pos, self.cfg.n_embd // self.cfg.n_head)
+        x = self.dropout(x)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer)
+            x = block(x, rope, cache, layer)
         if cache is not None:
             cache.length += T
         return self.head(self.ln_f(x))  # (B, T, V)

@@ -18,6 +18,7 @@ from gptiny_cli.data import Corpus, load_corpus
 from gptiny_cli.device import Precision, peak_flops, pick_device, resolve_precision
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.model import build_model
+from gptiny_cli.optim import make_optimizer
 from gptiny_cli.schedule import flops_per_token
 from gptiny_cli.summary import count_params
 
@@ -62,18 +63,6 @@ def check_config_against_data(config: RunConfig, corpus: Corpus) -> None:
         )
 
 
-def make_optimizer(model: nn.Module, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: biases and norm gains are not decayed."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    t = config.train
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(
-        groups, lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=device.type == "cuda"
-    )
-
-
 def _maybe_compile(model: nn.Module, setting: bool | str, device: torch.device) -> nn.Module:
     # On CPU torch.compile was measured to gain at most a few percent for tens of seconds of
     # compiling, so "auto" compiles on CUDA only.
@@ -102,7 +91,7 @@ def _build(config: RunConfig, device: str, run_dir: Path, info: dict) -> Session
         corpus=corpus,
         model=model,
         forward=_maybe_compile(model, config.train.compile, dev),
-        optimizer=make_optimizer(model, config, dev),
+        optimizer=make_optimizer(model, config.train, dev),
         scaler=torch.amp.GradScaler(dev.type) if precision.uses_scaler else None,
         batch_gen=torch.Generator().manual_seed(config.train.seed),
         info=info,

@@ -108,7 +108,7 @@ def train_step(s: Session) -> tuple[torch.Tensor, float]:
         decay=t.lr_decay, min_lr_fraction=t.min_lr_fraction,
     )
     for group in s.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group["lr_scale"]
     total = torch.zeros((), device=s.device)
     for _ in range(t.grad_accum):
         x, y = get_batch(s.corpus.train, t.batch_size, m.block_size, s.batch_gen)

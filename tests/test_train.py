@@ -94,3 +94,10 @@ def test_bigram_baseline_learns(data_dir):
     _, events = run_to_end(config_from_dict(raw))
     evals = [e for e in events if isinstance(e, train.EvalStats)]
     assert evals[-1].val_loss < evals[0].val_loss - 0.5
+
+
+def test_muon_optimizer_trains(data_dir):
+    config = config_from_dict(tiny_raw(data_dir, optimizer="muon", max_iters=60, eval_interval=30))
+    _, events = run_to_end(config)
+    evals = [e for e in events if isinstance(e, train.EvalStats)]
+    assert evals[-1].val_loss < evals[0].val_loss - 1.0

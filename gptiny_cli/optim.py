@@ -1,0 +1,107 @@
+"""Optimizers: AdamW with decay on matrices only, and Muon for the hidden matrices.
+
+Muon replaces each hidden weight matrix's momentum by the nearest semi-orthogonal matrix
+(computed with a few Newton–Schulz iterations), so every direction of the update moves
+at the same rate. Embeddings, the head and all gains and biases keep AdamW.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from gptiny_cli.config import TrainConfig
+
+
+def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximately U V^T for g = U S V^T, by a quintic Newton–Schulz iteration in bf16.
+
+    The coefficients make the iteration push every singular value quickly into roughly
+    [0.7, 1.2]; exact orthogonality is not needed for a good update.
+    """
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    x = x / (x.norm() + 1e-7)  # singular values now at most 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if tall else x).to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for groups marked ``muon=True``; plain AdamW for every other group.
+
+    One optimizer object for both keeps the schedule, checkpoints and resume code unaware of
+    which parameter is updated how.
+    """
+
+    def __init__(self, groups: list[dict], lr: float, betas: tuple[float, float], momentum: float = 0.95,
+                 eps: float = 1e-8) -> None:
+        super().__init__(groups, dict(lr=lr, betas=betas, momentum=momentum, eps=eps, weight_decay=0.0,
+                                      muon=False))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102 - torch's signature
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if group["muon"]:
+                    self._muon_update(p, group)
+                else:
+                    self._adamw_update(p, group)
+
+    def _muon_update(self, p: torch.Tensor, group: dict) -> None:
+        state = self.state[p]
+        if not state:
+            state["momentum_buffer"] = torch.zeros_like(p)
+        buf = state["momentum_buffer"]
+        buf.mul_(group["momentum"]).add_(p.grad)
+        nesterov = p.grad.add(buf, alpha=group["momentum"])
+        update = orthogonalize(nesterov)
+        # Scale so that tall and wide matrices get updates of similar RMS size.
+        scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+        p.mul_(1 - group["lr"] * group["weight_decay"])
+        p.add_(update, alpha=-group["lr"] * scale)
+
+    def _adamw_update(self, p: torch.Tensor, group: dict) -> None:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        beta1, beta2 = group["betas"]
+        state["step"] += 1
+        step = state["step"].item()
+        state["exp_avg"].lerp_(p.grad, 1 - beta1)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+        denom = (state["exp_avg_sq"] / (1 - beta2**step)).sqrt_().add_(group["eps"])
+        p.mul_(1 - group["lr"] * group["weight_decay"])
+        p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1**step))
+
+
+def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (decay on matrices only) or Muon+AdamW, as ``train.optimizer`` says.
+
+    Each group carries ``lr_scale``: the schedule sets lr = schedule(step) · lr_scale.
+    """
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    matrices = [p for p in params.values() if p.dim() >= 2]
+    others = [p for p in params.values() if p.dim() < 2]
+    if t.optimizer == "adamw":
+        groups = [{"params": matrices, "weight_decay": t.weight_decay, "lr_scale": 1.0},
+                  {"params": others, "weight_decay": 0.0, "lr_scale": 1.0}]
+        return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(t.beta1, t.beta2),
+                                 fused=device.type == "cuda")
+    hidden = [p for name, p in params.items() if p.dim() == 2 and name.startswith("blocks.")]
+    hidden_ids = {id(p) for p in hidden}
+    tables = [p for p in matrices if id(p) not in hidden_ids]  # embeddings and head
+    groups = [
+        {"params": hidden, "muon": True, "weight_decay": t.weight_decay, "lr_scale": t.muon_lr / t.learning_rate},
+        {"params": tables, "muon": False, "weight_decay": t.weight_decay, "lr_scale": 1.0},
+        {"params": others, "muon": False, "weight_decay": 0.0, "lr_scale": 1.0},
+    ]
+    return Muon(groups, lr=t.learning_rate, betas=(t.beta1, t.beta2))
