@@ -28,6 +28,6 @@ def test_constant_schedule_stays_put_after_warmup():
 def test_orthogonalize_flattens_the_singular_values(shape):
     torch.manual_seed(0)
     g = torch.randn(shape) * 100
-    assert torch.linalg.svdvals(g).max() / torch.linalg.svdvals(g).min() > 3
+    assert torch.linalg.svdvals(g).max() / torch.linalg.svdvals(g).min() > 2
     singular = torch.linalg.svdvals(orthogonalize(g).float())
     assert singular.min() > 0.6 and singular.max() < 1.25
