@@ -50,20 +50,32 @@ def _user_errors():
 
 @app.command()
 def prepare(
-    input: Annotated[Path, typer.Argument(help="A UTF-8 text file, the corpus.")],
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Data directory [default: data/<input stem>].")] = None,
+    input: Annotated[str | None, typer.Argument(
+        help="A UTF-8 text file or an http(s) URL to download \\[default: Tiny Shakespeare, into input.txt].",
+        show_default=False)] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Data directory \\[default: data/<input stem>].", show_default=False)] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of the corpus, at its end, kept for validation.")] = 0.1,
+    max_mb: Annotated[float, typer.Option(help="Refuse a download larger than this many MiB.")] = 100.0,
 ) -> None:
     """Encode a corpus character by character into a data directory.
 
-    Example: gptiny prepare input.txt   (writes data/input/)
+    Examples: gptiny prepare   (downloads Tiny Shakespeare to input.txt, writes data/input/);
+    gptiny prepare mytext.txt; gptiny prepare https://example.org/corpus.txt
     """
     from gptiny_cli.data import prepare_corpus
+    from gptiny_cli.download import corpus_source
 
     with _user_errors():
-        target = out_dir or Path("data") / input.stem
-        summary = prepare_corpus(input, target, val_fraction)
-    out.print(f"prepared {input} → {summary.out_dir}", highlight=False)
+        url, path = corpus_source(input)
+        if url:
+            _download(url, path, max_mb)
+        elif input is None:
+            err.print(f"preparing the existing {path} (delete it to download Tiny Shakespeare again)",
+                      highlight=False)
+        target = out_dir or Path("data") / path.stem
+        summary = prepare_corpus(path, target, val_fraction)
+    out.print(f"prepared {path} → {summary.out_dir}", highlight=False)
     table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -71,6 +83,21 @@ def prepare(
                          ("train tokens", summary.train_tokens), ("val tokens", summary.val_tokens)):
         table.add_row(label, f"{value:,}")
     out.print(table)
+
+
+def _download(url: str, path: Path, max_mb: float) -> None:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from gptiny_cli.download import download
+
+    if not max_mb > 0:
+        raise GptinyError(f"--max-mb {max_mb} is invalid: must be a positive number of MiB")
+    err.print(f"downloading {url} → {path}", highlight=False)
+    columns = (TextColumn("download"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("download", total=None)
+        download(url, path, int(max_mb * 2**20), lambda done, total: bar.update(task, completed=done, total=total))
+    err.print(f"saved {path} ({path.stat().st_size:,} bytes)", highlight=False)
 
 
 @app.command()
@@ -87,6 +114,7 @@ def train(
     Examples: gptiny train configs/shakespeare-cpu.toml --set train.max_iters=200;
     gptiny train --resume latest
     """
+    from gptiny_cli import tblog
     from gptiny_cli.config import load_config
     from gptiny_cli.interrupt import GracefulStop
     from gptiny_cli.runs import resolve_run
@@ -95,8 +123,10 @@ def train(
 
     with _user_errors():
         if resume:
+            run_dir = resolve_run(resume, runs_dir)
+            tblog.require_for_run(run_dir)
             try:
-                session = resume_session(resolve_run(resume, runs_dir), overrides=set_, device=device)
+                session = resume_session(run_dir, overrides=set_, device=device)
             except AlreadyComplete as done:
                 err.print(str(done), highlight=False, soft_wrap=True)
                 return
@@ -104,6 +134,7 @@ def train(
             raise GptinyError("give a CONFIG to train (e.g. configs/shakespeare.toml) or --resume RUN")
         else:
             cfg = load_config(config, set_)
+            tblog.require(cfg)
             session = setup(cfg, device=device, runs_dir=runs_dir, name=name or config.stem)
         err.print(f"run {session.run_dir} on {session.device} ({session.precision.name}), "
                   f"{session.info['parameters']:,} parameters", highlight=False)
@@ -117,10 +148,13 @@ def _show_training(session, should_stop):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from gptiny_cli.progress import TrainView, plain_line, render
+    from gptiny_cli.tblog import logged
     from gptiny_cli.train import EvalStats, Finished, run
 
     view = TrainView(session.config.train.max_iters)
     events = run(session, should_stop)
+    if session.config.log.tensorboard:
+        events = logged(events, session.run_dir, session.iter)
     if not out.is_terminal:
         last_print = 0.0
         for event in events:
@@ -144,6 +178,9 @@ def _show_training(session, should_stop):
 
 
 def _report_end(session, finished, signum: int | None) -> None:
+    from gptiny_cli.curves import loss_curve
+    from gptiny_cli.history import read_history
+
     run_dir = session.run_dir
     if finished.status == "interrupted":
         err.print(f"[yellow]interrupted[/] at iteration {finished.iter}; saved in {run_dir}. "
@@ -151,6 +188,8 @@ def _report_end(session, finished, signum: int | None) -> None:
         raise typer.Exit(143 if signum == 15 else 130)
     final = f", whole-split val loss {finished.final_val_loss:.4f}" if finished.final_val_loss else ""
     stopped = " (stopped early: no improvement)" if finished.early_stopped else ""
+    for line in loss_curve(read_history(run_dir)):
+        out.print(line, highlight=False)
     out.print(f"done{stopped}: {finished.iter} iterations, best val loss {finished.best_val_loss:.4f}"
               f"{final}\nrun: {run_dir}\nsample: gptiny sample {run_dir} --tokens 500", highlight=False)
 
@@ -267,6 +306,10 @@ def inspect(
     out.print(table)
     out.print(f"total {report['total_params']:,} parameters: {report['embedding_params']:,} in embeddings, "
               f"{report['non_embedding_params']:,} elsewhere", highlight=False)
+
+
+# runs, plot and eval live in their own module; importing it registers them on ``app``.
+from gptiny_cli import cli_runs  # noqa: E402, F401
 
 
 def main() -> None:

@@ -149,7 +149,16 @@ class SampleConfig:
         _check(self.top_k >= 0, "sample.top_k", "must not be negative (0 turns it off)", self.top_k)
 
 
-SECTIONS: tuple[type, ...] = (DataConfig, ModelConfig, TrainConfig, SampleConfig)
+@dataclass
+class LogConfig:
+    """Where training metrics go besides metrics.jsonl."""
+
+    SECTION: ClassVar[str] = "log"
+    # TensorBoard event files in the run directory; needs the optional extra gptiny[tensorboard].
+    tensorboard: bool = False
+
+
+SECTIONS: tuple[type, ...] = (DataConfig, ModelConfig, TrainConfig, SampleConfig, LogConfig)
 
 
 @dataclass
@@ -160,6 +169,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {cls.SECTION: dataclasses.asdict(getattr(self, cls.SECTION)) for cls in SECTIONS}

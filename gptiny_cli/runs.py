@@ -15,14 +15,16 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch.nn as nn
-
-from gptiny_cli import atomic, checkpoint
+from gptiny_cli import atomic
 from gptiny_cli.config import RunConfig, config_from_dict, read_toml
-from gptiny_cli.data import Vocab
 from gptiny_cli.errors import GptinyError
+
+if TYPE_CHECKING:  # torch stays out of commands that only read run.json (runs, plot)
+    import torch.nn as nn
+
+    from gptiny_cli.data import Vocab
 
 WEIGHTS = {"best": "model.safetensors", "last": "model-last.safetensors"}
 
@@ -107,6 +109,8 @@ class LoadedRun:
 
 def load_run(run_dir: Path, which: str = "best") -> LoadedRun:
     """The config, vocabulary and weights of a run, each checked against the others."""
+    from gptiny_cli import checkpoint
+    from gptiny_cli.data import Vocab
     from gptiny_cli.model import build_model
 
     run_dir = Path(run_dir)

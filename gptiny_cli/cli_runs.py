@@ -1,0 +1,136 @@
+"""Commands about existing runs: ``runs`` (the table), ``plot`` (loss charts), ``eval`` (exact loss).
+
+Part of the command line, split from cli.py to keep each file readable: same rules, it parses,
+calls the library and renders. Importing it registers the commands on ``cli.app``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from gptiny_cli.cli import RUNS_DIR, Which, _user_errors, app, err, out
+
+
+def _short_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= limit:
+            return f"{n / limit:.1f}{suffix}"
+    return str(n)
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _local_time(stamp: str | None) -> str:
+    try:
+        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M") if stamp else "-"
+    except ValueError:
+        return stamp or "-"
+
+
+_NUMERIC = ("iters", "best val", "params", "duration")
+_STATUS_COLOURS = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red",
+                   "damaged": "red"}
+
+
+@app.command("runs")
+def list_runs(
+    runs_dir: RUNS_DIR = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the runs, newest first: status, iterations, best val loss, size, device, start and duration.
+
+    Examples: gptiny runs; gptiny runs --runs-dir /data/runs --json
+    """
+    from gptiny_cli.history import list_runs as read_runs
+
+    with _user_errors():
+        records = read_runs(runs_dir)
+    if as_json:
+        sys.stdout.write(json.dumps([r.to_json() for r in records], indent=2) + "\n")
+        return
+    if not records:
+        err.print(f"no runs in {runs_dir}/; train one with `gptiny train CONFIG`", highlight=False)
+        return
+    table = Table(title=f"runs in {runs_dir}/", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("id", "name", "status", "iters", "best val", "params", "device", "started", "duration"):
+        table.add_column(column, justify="right" if column in _NUMERIC else "left", no_wrap=column != "name")
+    table.columns[0].min_width = max(len(r.id) for r in records)  # the id is what other commands take
+    for r in records:
+        iters = "-" if r.iters is None else f"{r.iters}/{r.max_iters}" if r.max_iters else str(r.iters)
+        best = "-" if r.best_val_loss is None else f"{r.best_val_loss:.4f}"
+        status = f"[{_STATUS_COLOURS.get(r.status, 'default')}]{r.status}[/]"
+        table.add_row(r.id, r.name or "-", status, iters, best, _short_count(r.parameters), r.device or "-",
+                      _local_time(r.started_at), _clock(r.duration_s))
+    # A pipe or a file gets the whole table rather than one cut to 80 columns.
+    (out if out.is_terminal else Console(width=200)).print(table)
+
+
+@app.command()
+def plot(
+    run: Annotated[list[str], typer.Argument(help="Run directories, or `latest`.", show_default=False)],
+    out_path: Annotated[Path, typer.Option("--out", help="Image file; its suffix picks the format.")] = Path(
+        "loss.png"),
+    log: Annotated[bool, typer.Option("--log", help="Logarithmic loss axis.")] = False,
+    runs_dir: RUNS_DIR = Path("runs"),
+) -> None:
+    """Draw train and val loss over iterations, one colour per run (needs matplotlib: gptiny\\[plot]).
+
+    Examples: gptiny plot latest; gptiny plot runs/A runs/B --log --out compare.svg
+    """
+    from gptiny_cli.history import read_history
+    from gptiny_cli.plot import loss_figure, save_figure
+    from gptiny_cli.runs import resolve_run
+
+    with _user_errors():
+        run_dirs = [resolve_run(spec, runs_dir) for spec in run]
+        figure = loss_figure([(d.name, read_history(d)) for d in run_dirs], log_scale=log)
+        save_figure(figure, out_path)
+    out.print(f"wrote {out_path} ({len(run_dirs)} run{'s' if len(run_dirs) > 1 else ''})", highlight=False)
+
+
+@app.command("eval")
+def evaluate(
+    run: Annotated[str, typer.Argument(help="A run directory, or `latest`.")] = "latest",
+    text: Annotated[Path | None, typer.Option(help="A UTF-8 text file \\[default: the run's validation split].",
+                                              show_default=False)] = None,
+    checkpoint: Annotated[Which, typer.Option(help="Weights with the best val loss, or the last ones.")] = Which.best,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    runs_dir: RUNS_DIR = Path("runs"),
+) -> None:
+    """Exact loss and bits per character of a run on its whole validation split, or on any text file.
+
+    Characters the run's vocabulary lacks are reported and skipped (the text is scored around them).
+    Examples: gptiny eval latest; gptiny eval runs/<id> --text other.txt --json
+    """
+    from gptiny_cli.evaluate import evaluate as score
+    from gptiny_cli.runs import resolve_run
+
+    with _user_errors():
+        report = score(resolve_run(run, runs_dir), text, checkpoint.value, device)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
+        return
+    if report.unknown_chars:
+        listed = ", ".join(f"{ch!r} ×{n}" for ch, n in report.unknown_chars.items())
+        err.print(f"[yellow]skipped {sum(report.unknown_chars.values()):,} characters outside the vocabulary:[/] "
+                  f"{listed}", highlight=False)
+    out.print(f"{report.source}: loss {report.loss:.4f} ({report.bits_per_char:.4f} bits per character) over "
+              f"{report.tokens:,} predictions, {Path(report.weights).name} of {report.run}", highlight=False)

@@ -1,0 +1,72 @@
+"""Loss curves as text: a few block-character lines for the terminal after training (pure functions)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from gptiny_cli.history import LossHistory
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def bucket(points: Sequence[tuple[int, float]], first: int, last: int, width: int) -> list[float | None]:
+    """The mean of the points falling in each of ``width`` equal iteration ranges over [first, last].
+
+    A range without points repeats the one before it (an evaluation every 500 steps is a step
+    function in between); ranges before the first point stay None.
+    """
+    span = last - first + 1
+    sums, counts = [0.0] * width, [0] * width
+    for it, value in points:
+        if math.isfinite(value) and first <= it <= last:
+            column = (it - first) * width // span
+            sums[column] += value
+            counts[column] += 1
+    columns: list[float | None] = []
+    previous = None
+    for total, count in zip(sums, counts, strict=True):
+        previous = total / count if count else previous
+        columns.append(previous)
+    return columns
+
+
+def sparkline(columns: Sequence[float | None], lo: float, hi: float) -> str:
+    """One block character per column, from ▁ at ``lo`` to █ at ``hi``; a space where there is no value."""
+    top = len(BLOCKS) - 1
+    chars = []
+    for value in columns:
+        if value is None:
+            chars.append(" ")
+        elif hi <= lo:
+            chars.append(BLOCKS[top // 2])
+        else:
+            level = round((value - lo) / (hi - lo) * top)
+            chars.append(BLOCKS[min(max(level, 0), top)])
+    return "".join(chars)
+
+
+def loss_curve(history: LossHistory, width: int = 48) -> list[str]:
+    """Train and val loss over iterations on one shared scale, as a few lines of text.
+
+    Train is every logged step's batch loss together with the evaluations' train estimates
+    (the only train figure at iteration 0), val is every evaluation. Empty before the first evaluation.
+    """
+    if not history.evals:
+        return []
+    train = sorted(history.steps + [(it, tr) for it, tr, _ in history.evals])
+    val = [(it, v) for it, _, v in history.evals]
+    first = min(it for it, _ in train + val)
+    last = max(it for it, _ in train + val)
+    width = max(1, min(width, last - first + 1))
+    rows = {"train": bucket(train, first, last, width), "val": bucket(val, first, last, width)}
+    shown = [v for columns in rows.values() for v in columns if v is not None]
+    lo, hi = min(shown), max(shown)
+    best = min(v for _, v in val)
+    lines = []
+    for label, columns in rows.items():
+        series = train if label == "train" else val
+        detail = f"{series[0][1]:.4f} → {series[-1][1]:.4f}" + (f" (best {best:.4f})" if label == "val" else "")
+        lines.append(f"{label:<5} │{sparkline(columns, lo, hi)}│ {detail}")
+    lines.append(f"{'':<5}  iter {first} … {last}; ▁ is {lo:.3f}, █ is {hi:.3f}")
+    return lines

@@ -1,0 +1,100 @@
+"""``gptiny eval``: a trained run's exact loss and bits per character on its validation split or any text.
+
+Both use ``train.full_split_loss``, the loss training reports at its end: the mean over every
+token, in order, in windows of ``block_size``. A text may hold characters the run's vocabulary
+lacks. The model cannot predict those, and dropping them would glue together neighbours that
+never met in the text, so the text is split around them instead: each stretch between unknown
+characters is scored on its own and the losses are averaged over all scored tokens. The report
+says which characters were skipped and how often.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from gptiny_cli.data import Vocab, load_corpus, read_corpus
+from gptiny_cli.device import pick_device, resolve_precision
+from gptiny_cli.errors import GptinyError
+from gptiny_cli.runs import LoadedRun, load_run
+from gptiny_cli.train import full_split_loss
+
+
+@dataclass
+class EvalReport:
+    run: str
+    weights: str
+    source: str  # "validation split of DIR" or the text file
+    tokens: int  # predictions scored
+    loss: float  # mean cross-entropy in nats per character
+    unknown_chars: dict[str, int] = field(default_factory=dict)  # skipped character -> occurrences
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.loss / math.log(2)
+
+    def to_json(self) -> dict:
+        return {"run": self.run, "weights": self.weights, "source": self.source, "tokens": self.tokens,
+                "loss": self.loss, "bits_per_char": self.bits_per_char, "unknown_chars": self.unknown_chars}
+
+
+def split_known(text: str, vocab: Vocab) -> tuple[list[list[int]], Counter[str]]:
+    """The token ids of each stretch of ``text`` between characters outside ``vocab``, and those characters."""
+    index = {ch: i for i, ch in enumerate(vocab.chars)}
+    segments: list[list[int]] = [[]]
+    unknown: Counter[str] = Counter()
+    for ch in text:
+        token = index.get(ch)
+        if token is None:
+            unknown[ch] += 1
+            if segments[-1]:
+                segments.append([])
+        else:
+            segments[-1].append(token)
+    return [s for s in segments if s], unknown
+
+
+def _segments_loss(loaded: LoadedRun, segments: list[torch.Tensor], device: str) -> tuple[float, int]:
+    """Mean loss over every prediction in every segment (a segment of n tokens makes n - 1)."""
+    dev = pick_device(device)
+    precision = resolve_precision(loaded.config.train.dtype, dev)
+    model = loaded.model.to(dev)
+    block, batch = loaded.config.model.block_size, loaded.config.train.batch_size
+    total, count = 0.0, 0
+    for tokens in segments:
+        if len(tokens) < 2:
+            continue
+        n = len(tokens) - 1
+        total += full_split_loss(model, tokens, block, batch, dev, precision) * n
+        count += n
+    if count == 0:
+        raise GptinyError("nothing to evaluate: the text has no two neighbouring characters in the run's vocabulary")
+    return total / count, count
+
+
+def _validation_split(loaded: LoadedRun) -> tuple[torch.Tensor, str]:
+    corpus = load_corpus(Path(loaded.config.data.path))
+    if corpus.vocab != loaded.vocab:
+        raise GptinyError(
+            f"{corpus.directory} now holds a different vocabulary from the one {loaded.run_dir} was trained "
+            "on; it was prepared again from another corpus. Evaluate a text file with --text FILE"
+        )
+    return corpus.val, f"validation split of {corpus.directory}"
+
+
+def evaluate(run_dir: Path, text: Path | None = None, which: str = "best", device: str = "auto") -> EvalReport:
+    """Score a run's weights on its validation split (all of it), or on a UTF-8 text file."""
+    loaded = load_run(run_dir, which)
+    unknown: Counter[str] = Counter()
+    if text is None:
+        split, source = _validation_split(loaded)
+        segments = [split]
+    else:
+        ids, unknown = split_known(read_corpus(text), loaded.vocab)
+        segments, source = [torch.tensor(s, dtype=torch.long) for s in ids], str(text)
+    loss, tokens = _segments_loss(loaded, segments, device)
+    return EvalReport(str(run_dir), str(loaded.weights), source, tokens, loss, dict(unknown.most_common()))

@@ -1,0 +1,114 @@
+"""Past runs as plain data: the ``gptiny runs`` table and the loss series behind plots and curves.
+
+Reads only ``run.json`` and ``metrics.jsonl``, never weights, and never imports torch, so that
+listing and plotting answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from gptiny_cli.errors import GptinyError
+from gptiny_cli.runs import read_run_info
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``gptiny runs``; a field the run never recorded is None."""
+
+    id: str  # the directory name
+    path: str
+    name: str | None
+    status: str
+    iters: int | None
+    max_iters: int | None
+    best_val_loss: float | None
+    parameters: int | None
+    device: str | None
+    started_at: str | None
+    duration_s: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _duration(info: dict[str, Any], now: datetime) -> float | None:
+    """Training time when the run recorded it; else wall time from start to end (or to now)."""
+    if isinstance(info.get("train_seconds"), (int, float)):
+        return float(info["train_seconds"])
+    start = _parse_time(info.get("started_at"))
+    if start is None:
+        return None
+    end = _parse_time(info.get("ended_at")) or (now if info.get("status") == "running" else None)
+    return (end - start).total_seconds() if end else None
+
+
+def _record(run_dir: Path, now: datetime) -> RunRecord:
+    try:
+        info = read_run_info(run_dir)
+    except GptinyError:
+        info = {"status": "damaged"}  # one broken run.json must not hide the others
+    if not isinstance(info, dict):
+        info = {"status": "damaged"}
+
+    def number(key: str, kind: type) -> Any:
+        value = info.get(key)
+        return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    return RunRecord(
+        id=run_dir.name, path=str(run_dir), name=info.get("name"), status=str(info.get("status", "unknown")),
+        iters=number("iters", int), max_iters=number("max_iters", int),
+        best_val_loss=number("best_val_loss", float), parameters=number("parameters", int),
+        device=info.get("device"), started_at=info.get("started_at"), duration_s=_duration(info, now),
+    )
+
+
+def list_runs(runs_dir: Path, now: datetime | None = None) -> list[RunRecord]:
+    """Every run directory (one holding run.json) under ``runs_dir``, newest first."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    now = now or datetime.now(timezone.utc)
+    records = [_record(p, now) for p in runs_dir.iterdir() if (p / "run.json").is_file()]
+    oldest = datetime.min.replace(tzinfo=timezone.utc)
+    return sorted(records, key=lambda r: (_parse_time(r.started_at) or oldest, r.id), reverse=True)
+
+
+@dataclass
+class LossHistory:
+    """A run's losses by iteration: every logged step, and every evaluation."""
+
+    steps: list[tuple[int, float]] = field(default_factory=list)  # (iter, training-batch loss)
+    evals: list[tuple[int, float, float]] = field(default_factory=list)  # (iter, train loss, val loss)
+
+
+def read_history(run_dir: Path) -> LossHistory:
+    """Parse ``metrics.jsonl``, skipping a line torn by a crash rather than failing on it."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise GptinyError(f"{run_dir} has no metrics.jsonl; is it a gptiny run directory?")
+    history = LossHistory()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            if "val_loss" in row:
+                history.evals.append((int(row["iter"]), float(row["train_loss"]), float(row["val_loss"])))
+            elif "loss" in row:
+                history.steps.append((int(row["iter"]), float(row["loss"])))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return history

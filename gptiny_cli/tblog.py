@@ -1,0 +1,67 @@
+"""TensorBoard logging when a run asks for it (``[log] tensorboard = true``), beside metrics.jsonl.
+
+The event files go into the run directory itself, so ``tensorboard --logdir runs`` shows every
+run under its directory name. The ``tensorboard`` package is an optional extra
+(``pip install 'gptiny[tensorboard]'``); ``require`` says so before any run is created or changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from gptiny_cli.config import RunConfig, config_from_dict, read_toml
+from gptiny_cli.errors import GptinyError
+from gptiny_cli.train import EvalStats, Event, Finished, StepStats
+
+MISSING = ("log.tensorboard = true needs the tensorboard package, an optional extra: "
+           "pip install 'gptiny[tensorboard]' (or set log.tensorboard = false)")
+
+
+def require(config: RunConfig) -> None:
+    """Raise a GptinyError when the config asks for TensorBoard and it is not installed."""
+    if not config.log.tensorboard:
+        return
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise GptinyError(MISSING) from None
+
+
+def require_for_run(run_dir: Path) -> None:
+    """``require`` for the config of an existing run (before it is resumed)."""
+    path = Path(run_dir) / "config.toml"
+    if path.is_file():
+        require(config_from_dict(read_toml(path)))
+
+
+def scalars(event: Event) -> dict[str, float]:
+    """The TensorBoard tags and values of one training event."""
+    if isinstance(event, StepStats):
+        return {"train/batch_loss": event.loss, "train/lr": event.lr,
+                "speed/tokens_per_sec": event.tokens_per_sec, "speed/mfu": event.mfu}
+    if isinstance(event, EvalStats):
+        return {"loss/train": event.train_loss, "loss/val": event.val_loss, "progress/epoch": event.epoch}
+    if event.final_val_loss is not None:
+        return {"loss/val_full_split": event.final_val_loss}
+    return {}
+
+
+def logged(events: Iterator[Event], run_dir: Path, start_iter: int = 0) -> Iterator[Event]:
+    """Pass the training events through, writing each one's scalars to TensorBoard on the way.
+
+    A resumed run starts at ``start_iter``: events logged after that by the earlier process are
+    purged from view, as metrics.jsonl drops them too.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_iter or None)
+    try:
+        for event in events:
+            for tag, value in scalars(event).items():
+                writer.add_scalar(tag, value, event.iter)
+            if isinstance(event, (EvalStats, Finished)):
+                writer.flush()  # the CLI stops reading at Finished; what matters is on disk by then
+            yield event
+    finally:
+        writer.close()
