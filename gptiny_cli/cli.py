@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 
 from gptiny_cli.errors import GptinyError
@@ -44,7 +45,8 @@ def _user_errors():
     try:
         yield
     except GptinyError as error:
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # escape: messages quote user text and name things like [train] or gptiny[plot], not markup
+        err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -93,10 +95,14 @@ def _download(url: str, path: Path, max_mb: float) -> None:
     if not max_mb > 0:
         raise GptinyError(f"--max-mb {max_mb} is invalid: must be a positive number of MiB")
     err.print(f"downloading {url} → {path}", highlight=False)
-    columns = (TextColumn("download"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("download", total=None)
-        download(url, path, int(max_mb * 2**20), lambda done, total: bar.update(task, completed=done, total=total))
+    if not err.is_terminal:
+        download(url, path, int(max_mb * 2**20))
+    else:
+        columns = (TextColumn("download"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task("download", total=None)
+            download(url, path, int(max_mb * 2**20),
+                     lambda done, total: bar.update(task, completed=done, total=total))
     err.print(f"saved {path} ({path.stat().st_size:,} bytes)", highlight=False)
 
 

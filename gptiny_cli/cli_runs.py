@@ -15,8 +15,10 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from gptiny_cli import history
 from gptiny_cli.cli import RUNS_DIR, Which, _user_errors, app, err, out
 
 
@@ -44,9 +46,24 @@ def _local_time(stamp: str | None) -> str:
         return stamp or "-"
 
 
+def complete_run(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion for RUN: `latest` and the run directories under --runs-dir, newest first."""
+    runs_dir = Path(ctx.params.get("runs_dir") or "runs")
+    candidates = ["latest", *(record.path for record in history.list_runs(runs_dir))]
+    return [c for c in candidates if c.startswith(incomplete)]
+
+
 _NUMERIC = ("iters", "best val", "params", "duration")
 _STATUS_COLOURS = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red",
                    "damaged": "red"}
+
+
+def _row(r: history.RunRecord) -> tuple[str, ...]:
+    iters = "-" if r.iters is None else f"{r.iters}/{r.max_iters}" if r.max_iters else str(r.iters)
+    best = "-" if r.best_val_loss is None else f"{r.best_val_loss:.4f}"
+    status = f"[{_STATUS_COLOURS.get(r.status, 'default')}]{escape(r.status)}[/]"
+    return (escape(r.id), escape(r.name or "-"), status, iters, best, _short_count(r.parameters),
+            escape(r.device or "-"), _local_time(r.started_at), _clock(r.duration_s))
 
 
 @app.command("runs")
@@ -58,10 +75,8 @@ def list_runs(
 
     Examples: gptiny runs; gptiny runs --runs-dir /data/runs --json
     """
-    from gptiny_cli.history import list_runs as read_runs
-
     with _user_errors():
-        records = read_runs(runs_dir)
+        records = history.list_runs(runs_dir)
     if as_json:
         sys.stdout.write(json.dumps([r.to_json() for r in records], indent=2) + "\n")
         return
@@ -72,19 +87,16 @@ def list_runs(
     for column in ("id", "name", "status", "iters", "best val", "params", "device", "started", "duration"):
         table.add_column(column, justify="right" if column in _NUMERIC else "left", no_wrap=column != "name")
     table.columns[0].min_width = max(len(r.id) for r in records)  # the id is what other commands take
-    for r in records:
-        iters = "-" if r.iters is None else f"{r.iters}/{r.max_iters}" if r.max_iters else str(r.iters)
-        best = "-" if r.best_val_loss is None else f"{r.best_val_loss:.4f}"
-        status = f"[{_STATUS_COLOURS.get(r.status, 'default')}]{r.status}[/]"
-        table.add_row(r.id, r.name or "-", status, iters, best, _short_count(r.parameters), r.device or "-",
-                      _local_time(r.started_at), _clock(r.duration_s))
+    for record in records:
+        table.add_row(*_row(record))
     # A pipe or a file gets the whole table rather than one cut to 80 columns.
     (out if out.is_terminal else Console(width=200)).print(table)
 
 
 @app.command()
 def plot(
-    run: Annotated[list[str], typer.Argument(help="Run directories, or `latest`.", show_default=False)],
+    run: Annotated[list[str], typer.Argument(help="Run directories, or `latest`.", show_default=False,
+                                             autocompletion=complete_run)],
     out_path: Annotated[Path, typer.Option("--out", help="Image file; its suffix picks the format.")] = Path(
         "loss.png"),
     log: Annotated[bool, typer.Option("--log", help="Logarithmic loss axis.")] = False,
@@ -94,20 +106,19 @@ def plot(
 
     Examples: gptiny plot latest; gptiny plot runs/A runs/B --log --out compare.svg
     """
-    from gptiny_cli.history import read_history
     from gptiny_cli.plot import loss_figure, save_figure
     from gptiny_cli.runs import resolve_run
 
     with _user_errors():
         run_dirs = [resolve_run(spec, runs_dir) for spec in run]
-        figure = loss_figure([(d.name, read_history(d)) for d in run_dirs], log_scale=log)
+        figure = loss_figure([(d.name, history.read_history(d)) for d in run_dirs], log_scale=log)
         save_figure(figure, out_path)
     out.print(f"wrote {out_path} ({len(run_dirs)} run{'s' if len(run_dirs) > 1 else ''})", highlight=False)
 
 
 @app.command("eval")
 def evaluate(
-    run: Annotated[str, typer.Argument(help="A run directory, or `latest`.")] = "latest",
+    run: Annotated[str, typer.Argument(help="A run directory, or `latest`.", autocompletion=complete_run)] = "latest",
     text: Annotated[Path | None, typer.Option(help="A UTF-8 text file \\[default: the run's validation split].",
                                               show_default=False)] = None,
     checkpoint: Annotated[Which, typer.Option(help="Weights with the best val loss, or the last ones.")] = Which.best,
@@ -129,7 +140,7 @@ def evaluate(
         sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
         return
     if report.unknown_chars:
-        listed = ", ".join(f"{ch!r} ×{n}" for ch, n in report.unknown_chars.items())
+        listed = escape(", ".join(f"{ch!r} ×{n}" for ch, n in report.unknown_chars.items()))
         err.print(f"[yellow]skipped {sum(report.unknown_chars.values()):,} characters outside the vocabulary:[/] "
                   f"{listed}", highlight=False)
     out.print(f"{report.source}: loss {report.loss:.4f} ({report.bits_per_char:.4f} bits per character) over "

@@ -13,8 +13,9 @@ BLOCKS = "▁▂▃▄▅▆▇█"
 def bucket(points: Sequence[tuple[int, float]], first: int, last: int, width: int) -> list[float | None]:
     """The mean of the points falling in each of ``width`` equal iteration ranges over [first, last].
 
-    A range without points repeats the one before it (an evaluation every 500 steps is a step
-    function in between); ranges before the first point stay None.
+    Ranges without points between two that have some are interpolated linearly, as a line chart
+    joins its points (evaluations are sparse); after the last point the last value holds, and
+    before the first there is nothing (None).
     """
     span = last - first + 1
     sums, counts = [0.0] * width, [0] * width
@@ -23,11 +24,14 @@ def bucket(points: Sequence[tuple[int, float]], first: int, last: int, width: in
             column = (it - first) * width // span
             sums[column] += value
             counts[column] += 1
-    columns: list[float | None] = []
-    previous = None
-    for total, count in zip(sums, counts, strict=True):
-        previous = total / count if count else previous
-        columns.append(previous)
+    columns: list[float | None] = [total / count if count else None for total, count in zip(sums, counts, strict=True)]
+    known = [i for i, value in enumerate(columns) if value is not None]
+    for left, right in zip(known, known[1:], strict=False):
+        a, b = columns[left], columns[right]
+        for i in range(left + 1, right):
+            columns[i] = a + (b - a) * (i - left) / (right - left)
+    if known:
+        columns[known[-1] + 1:] = [columns[known[-1]]] * (width - known[-1] - 1)
     return columns
 
 
@@ -62,11 +66,9 @@ def loss_curve(history: LossHistory, width: int = 48) -> list[str]:
     rows = {"train": bucket(train, first, last, width), "val": bucket(val, first, last, width)}
     shown = [v for columns in rows.values() for v in columns if v is not None]
     lo, hi = min(shown), max(shown)
-    best = min(v for _, v in val)
-    lines = []
-    for label, columns in rows.items():
-        series = train if label == "train" else val
-        detail = f"{series[0][1]:.4f} → {series[-1][1]:.4f}" + (f" (best {best:.4f})" if label == "val" else "")
-        lines.append(f"{label:<5} │{sparkline(columns, lo, hi)}│ {detail}")
+    (_, train_first, val_first), (_, train_last, val_last) = history.evals[0], history.evals[-1]
+    details = {"train": f"{train_first:.4f} → {train_last:.4f}",
+               "val": f"{val_first:.4f} → {val_last:.4f} (best {min(v for _, v in val):.4f})"}
+    lines = [f"{label:<5} │{sparkline(columns, lo, hi)}│ {details[label]}" for label, columns in rows.items()]
     lines.append(f"{'':<5}  iter {first} … {last}; ▁ is {lo:.3f}, █ is {hi:.3f}")
     return lines

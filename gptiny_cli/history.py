@@ -69,11 +69,15 @@ def _record(run_dir: Path, now: datetime) -> RunRecord:
         value = info.get(key)
         return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
+    def text(key: str) -> str | None:
+        value = info.get(key)
+        return value if isinstance(value, str) else None
+
     return RunRecord(
-        id=run_dir.name, path=str(run_dir), name=info.get("name"), status=str(info.get("status", "unknown")),
+        id=run_dir.name, path=str(run_dir), name=text("name"), status=text("status") or "unknown",
         iters=number("iters", int), max_iters=number("max_iters", int),
         best_val_loss=number("best_val_loss", float), parameters=number("parameters", int),
-        device=info.get("device"), started_at=info.get("started_at"), duration_s=_duration(info, now),
+        device=text("device"), started_at=text("started_at"), duration_s=_duration(info, now),
     )
 
 

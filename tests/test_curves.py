@@ -22,13 +22,13 @@ def test_a_flat_series_sits_in_the_middle():
     assert sparkline([2.0, 2.0], lo=2.0, hi=2.0) == BLOCKS[3] * 2
 
 
-def test_bucket_averages_points_in_a_column_and_carries_the_last_value_over_gaps():
+def test_bucket_averages_the_points_in_a_column_and_joins_them_across_gaps():
     points = [(0, 4.0), (1, 2.0), (9, 1.0)]
-    assert bucket(points, first=0, last=9, width=5) == [3.0, 3.0, 3.0, 3.0, 1.0]
+    assert bucket(points, first=0, last=9, width=5) == [3.0, 2.5, 2.0, 1.5, 1.0]
 
 
-def test_bucket_leaves_columns_before_the_first_point_empty():
-    assert bucket([(8, 1.0)], first=0, last=9, width=5) == [None, None, None, None, 1.0]
+def test_bucket_leaves_columns_before_the_first_point_empty_and_holds_the_last_value():
+    assert bucket([(4, 2.0), (5, 1.0)], first=0, last=9, width=5) == [None, None, 1.5, 1.5, 1.5]
 
 
 def test_a_falling_loss_draws_a_falling_curve_from_top_to_bottom():

@@ -88,3 +88,9 @@ def test_runs_command_with_no_runs_says_how_to_make_one():
     result = runner.invoke(app, ["runs", "--runs-dir", "nowhere"])
     assert result.exit_code == 0 and "gptiny train" in result.stderr
     assert json.loads(runner.invoke(app, ["runs", "--runs-dir", "nowhere", "--json"]).stdout) == []
+
+
+def test_runs_command_shows_names_with_brackets_as_they_are():
+    write_run(Path("runs"), "20240101-000000-lr[3e-4]", name="lr[3e-4]", status="completed")
+    result = runner.invoke(app, ["runs"])
+    assert "20240101-000000-lr[3e-4]" in result.stdout
