@@ -50,12 +50,12 @@ def scalars(event: Event) -> dict[str, float]:
 def logged(events: Iterator[Event], run_dir: Path, start_iter: int = 0) -> Iterator[Event]:
     """Pass the training events through, writing each one's scalars to TensorBoard on the way.
 
-    A resumed run starts at ``start_iter``: events logged after that by the earlier process are
-    purged from view, as metrics.jsonl drops them too.
+    A resumed run starts from its checkpoint at ``start_iter``: what the earlier process logged
+    after that step is hidden from view, as metrics.jsonl drops it too.
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_iter or None)
+    writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_iter + 1 if start_iter else None)
     try:
         for event in events:
             for tag, value in scalars(event).items():

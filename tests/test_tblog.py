@@ -13,6 +13,9 @@ from typer.testing import CliRunner
 from gptiny_cli.cli import app
 from gptiny_cli.config import config_from_dict
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.session import setup
+from gptiny_cli.tblog import logged
+from gptiny_cli.train import StepStats, run
 from tests.conftest import tiny_raw, write_config
 from tests.training import train_tiny
 
@@ -69,3 +72,19 @@ def test_without_the_package_a_run_that_logs_is_not_resumed(data_dir, monkeypatc
 def test_the_log_section_is_validated(data_dir, log, message):
     with pytest.raises(GptinyError, match=message):
         config_from_dict({**tiny_raw(data_dir), "log": log})
+
+
+def test_a_resumed_run_replaces_what_was_logged_after_its_checkpoint_and_keeps_the_rest(data_dir):
+    config = config_from_dict({**tiny_raw(data_dir), "log": {"tensorboard": True}})
+    session = setup(config, device="cpu", runs_dir=Path("runs"), name="crash")
+    events = logged(run(session), session.run_dir, session.iter)
+    for event in events:
+        if isinstance(event, StepStats) and event.iter == 15:
+            break  # the process dies here; its last checkpoint is the evaluation at 10
+    events.close()
+    result = CliRunner().invoke(app, ["train", "--resume", str(session.run_dir)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (session.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert scalars(session.run_dir, "train/batch_loss") == [(r["iter"], pytest.approx(r["loss"])) for r in rows
+                                                             if "loss" in r]
+    assert [step for step, _ in scalars(session.run_dir, "loss/val")] == [0, 10, 20]
