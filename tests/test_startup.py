@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import cli_env
 
@@ -27,13 +29,19 @@ for args in {commands!r}:
 HELP = [["--help"]] + [[name, "--help"] for name in ("prepare", "train", "sample", "inspect", "runs", "plot", "eval")]
 
 
-def test_help_of_every_command_and_listing_runs_do_not_import_torch():
-    commands = HELP + [["runs"], ["runs", "--json"]]
+def test_help_of_every_command_listing_runs_and_plotting_do_not_import_torch():
+    run_dir = Path("runs") / "20240101-000000-a"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"status": "completed", "iters": 10}))
+    rows = [{"iter": 0, "train_loss": 4.0, "val_loss": 4.1}, {"iter": 5, "loss": 3.0},
+            {"iter": 10, "train_loss": 2.0, "val_loss": 2.2}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    commands = HELP + [["runs"], ["runs", "--json"], ["plot", "latest", "--out", "loss.png"]]
     probe = subprocess.run([sys.executable, "-c", PROBE.format(commands=commands)], capture_output=True,
                            text=True, env=cli_env(), timeout=60)
     assert probe.returncode == 0, probe.stderr
     assert "torch after" not in probe.stdout
-    assert "gptiny runs" in probe.stdout  # the probe did run the commands
+    assert "gptiny runs" in probe.stdout and Path("loss.png").is_file()  # the probe did run the commands
 
 
 def test_the_probe_sees_torch_when_a_command_loads_it():
