@@ -77,7 +77,13 @@ def _segments_loss(loaded: LoadedRun, segments: list[torch.Tensor], device: str)
 
 
 def _validation_split(loaded: LoadedRun) -> tuple[torch.Tensor, str]:
-    corpus = load_corpus(Path(loaded.config.data.path))
+    data = Path(loaded.config.data.path)
+    if not (data / "meta.json").is_file():
+        raise GptinyError(
+            f"{loaded.run_dir} was trained on {data}, which is not here; run from the directory it was "
+            "trained in, or evaluate a text file with --text FILE"
+        )
+    corpus = load_corpus(data)
     if corpus.vocab != loaded.vocab:
         raise GptinyError(
             f"{corpus.directory} now holds a different vocabulary from the one {loaded.run_dir} was trained "

@@ -80,6 +80,13 @@ def test_eval_refuses_a_data_directory_prepared_again_from_another_corpus(run_di
     assert "different vocabulary" in result.stderr and "--text" in result.stderr
 
 
+def test_eval_without_the_runs_data_points_to_text(run_dir, data_dir):
+    (data_dir / "meta.json").unlink()
+    result = runner.invoke(app, ["eval", str(run_dir)])
+    assert result.exit_code == 1
+    assert f"was trained on {data_dir}, which is not here" in result.stderr and "--text FILE" in result.stderr
+
+
 def test_eval_of_a_missing_text_file_says_so(run_dir):
     result = runner.invoke(app, ["eval", str(run_dir), "--text", "nope.txt"])
     assert result.exit_code == 1 and "input not found: nope.txt" in result.stderr
