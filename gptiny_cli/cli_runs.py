@@ -97,8 +97,7 @@ def list_runs(
 def plot(
     run: Annotated[list[str], typer.Argument(help="Run directories, or `latest`.", show_default=False,
                                              autocompletion=complete_run)],
-    out_path: Annotated[Path, typer.Option("--out", help="Image file; its suffix picks the format.")] = Path(
-        "loss.png"),
+    out_path: Annotated[Path, typer.Option("--out", help="Image file; the suffix sets the format.")] = Path("loss.png"),
     log: Annotated[bool, typer.Option("--log", help="Logarithmic loss axis.")] = False,
     runs_dir: RUNS_DIR = Path("runs"),
 ) -> None:
