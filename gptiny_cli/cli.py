@@ -112,7 +112,7 @@ def train(
     set_: Annotated[list[str], typer.Option("--set", help="Override a config key: --set train.max_iters=200.")] = [],  # noqa: B006
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     runs_dir: RUNS_DIR = Path("runs"),
-    name: Annotated[str | None, typer.Option(help="Run name [default: the config's file stem].")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name \\[default: the config's file stem].")] = None,
     resume: Annotated[str | None, typer.Option(help="Continue a run directory, or `latest`.")] = None,
 ) -> None:
     """Train a model; weights, metrics and status go to a new directory under runs/.
@@ -203,15 +203,15 @@ def _report_end(session, finished, signum: int | None) -> None:
 @app.command()
 def sample(
     run: Annotated[str, typer.Argument(help="A run directory, or `latest`.")] = "latest",
-    tokens: Annotated[int | None, typer.Option(help="Characters to generate [default: sample.tokens, 500].")] = None,
+    tokens: Annotated[int | None, typer.Option(help="Characters to generate \\[default: sample.tokens, 500].")] = None,
     prompt: Annotated[str, typer.Option(help="Text to continue.")] = "",
-    temperature: Annotated[float | None, typer.Option(help="0 is greedy; higher is wilder [default: 1.0].")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 is greedy; higher is wilder \\[default: 1.0].")] = None,
     top_k: Annotated[int | None, typer.Option(help="Keep only the k most likely characters.")] = None,
     top_p: Annotated[float, typer.Option(help="Keep the most likely characters up to this probability mass.")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples.")] = None,
     checkpoint: Annotated[Which, typer.Option(help="Weights with the best val loss, or the last ones.")] = Which.best,
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
-    stream: Annotated[bool | None, typer.Option(help="Print as generated [default: on a terminal].")] = None,
+    stream: Annotated[bool | None, typer.Option(help="Print as generated \\[default: on a terminal].")] = None,
     kv_cache: Annotated[bool, typer.Option(help="Reuse keys and values (--no-kv-cache: plain loop).")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     runs_dir: RUNS_DIR = Path("runs"),
