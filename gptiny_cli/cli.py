@@ -145,8 +145,28 @@ def train(
         err.print(f"run {session.run_dir} on {session.device} ({session.precision.name}), "
                   f"{session.info['parameters']:,} parameters", highlight=False)
         with GracefulStop() as stop:
-            finished = _show_training(session, stop.requested)
+            try:
+                finished = _show_training(session, stop.requested)
+            except KeyboardInterrupt:
+                _stopped_at_once(session.run_dir, stop.signum)
     _report_end(session, finished, stop.signum)
+
+
+def _exit_code(signum: int | None) -> int:
+    import signal
+
+    return 143 if signum == signal.SIGTERM else 130
+
+
+def _stopped_at_once(run_dir: Path, signum: int | None) -> None:
+    """A second Ctrl-C (or the first, outside the graceful window): exit now, the last checkpoint intact."""
+    from gptiny_cli.manifest import saved_step
+
+    step = saved_step(run_dir)
+    kept = "nothing was saved yet" if step is None else f"the checkpoint of iteration {step} is kept"
+    err.print(f"[yellow]stopped at once[/]; {kept}. Resume with: gptiny train --resume {run_dir}",
+              highlight=False, soft_wrap=True)
+    raise typer.Exit(_exit_code(signum))
 
 
 def _show_training(session, should_stop):
@@ -191,7 +211,7 @@ def _report_end(session, finished, signum: int | None) -> None:
     if finished.status == "interrupted":
         err.print(f"[yellow]interrupted[/] at iteration {finished.iter}; saved in {run_dir}. "
                   f"Resume with: gptiny train --resume {run_dir}", highlight=False, soft_wrap=True)
-        raise typer.Exit(143 if signum == 15 else 130)
+        raise typer.Exit(_exit_code(signum))
     final = f", whole-split val loss {finished.final_val_loss:.4f}" if finished.final_val_loss else ""
     stopped = " (stopped early: no improvement)" if finished.early_stopped else ""
     for line in loss_curve(read_history(run_dir)):

@@ -97,8 +97,11 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
                 return flops if dtype != torch.float32 else flops / 2
     # Best of several timings of a square matmul: other processes can only make it look slower.
     n, reps = 1024, 4
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    # Its own generator: drawing from the global one would shift every later dropout mask, and
+    # differently on the first call than on cached ones, so runs in one process would differ.
+    gen = torch.Generator(device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(3):

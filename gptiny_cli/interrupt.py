@@ -8,10 +8,11 @@ from types import FrameType
 
 
 class GracefulStop:
-    """While active, the first SIGINT/SIGTERM sets a flag; a second SIGINT interrupts at once.
+    """While active, the first SIGINT/SIGTERM sets a flag; a second one interrupts at once.
 
-    The training loop polls ``requested`` between steps, saves and returns. Checkpoints are
-    written atomically, so even the immediate second interrupt cannot corrupt them.
+    The training loop polls ``requested`` between steps, saves and returns. A checkpoint only
+    replaces the previous one once it is complete, so even the immediate second interrupt,
+    which may land in the middle of a save, cannot damage the last one.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -24,9 +25,10 @@ class GracefulStop:
         return self.signum is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        again = self.signum is not None
         self.signum = signum
+        if again:
+            raise KeyboardInterrupt
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():

@@ -3,8 +3,7 @@
 A run directory holds:
     config.toml              the full resolved config
     vocab.json               the vocabulary the model was trained with
-    model.safetensors        the weights with the best validation loss so far
-    model-last.safetensors   the weights after the latest step
+    checkpoint/              the weights (best and last) and training state, see ``manifest``
     metrics.jsonl            one JSON object per logged step or evaluation
     run.json                 status, times, device, parameter count, best val loss
 """
@@ -17,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gptiny_cli import atomic
+from gptiny_cli import atomic, manifest
 from gptiny_cli.config import RunConfig, config_from_dict, read_toml
 from gptiny_cli.errors import GptinyError
 
@@ -26,7 +25,8 @@ if TYPE_CHECKING:  # torch stays out of commands that only read run.json (runs, 
 
     from gptiny_cli.data import Vocab
 
-WEIGHTS = {"best": "model.safetensors", "last": "model-last.safetensors"}
+# ``sample --checkpoint best|last``: which weights file of the run's checkpoint.
+WHICH = {"best": manifest.BEST, "last": manifest.LAST}
 
 
 def create_run_dir(runs_dir: Path, name: str, now: datetime | None = None) -> Path:
@@ -107,20 +107,28 @@ class LoadedRun:
     weights: Path
 
 
+def require_files(run_dir: Path) -> None:
+    """List everything a half-written run lacks, in one message."""
+    missing = [name for name in ("config.toml", "vocab.json") if not (run_dir / name).is_file()]
+    if not any((run_dir / name).is_dir() for name in (manifest.CURRENT, manifest.PREVIOUS)):
+        missing.append(f"{manifest.CURRENT}/ (weights and training state)")
+    if missing:
+        raise GptinyError(
+            f"{run_dir} is incomplete: missing {', '.join(missing)} (training may not have saved yet)"
+        )
+
+
 def load_run(run_dir: Path, which: str = "best") -> LoadedRun:
-    """The config, vocabulary and weights of a run, each checked against the others."""
+    """The config, vocabulary and weights of a run, each checked against the others and the manifest."""
     from gptiny_cli import checkpoint
     from gptiny_cli.data import Vocab
     from gptiny_cli.model import build_model
 
     run_dir = Path(run_dir)
-    weights = run_dir / WEIGHTS[which]
-    needed = [run_dir / "config.toml", run_dir / "vocab.json", weights]
-    missing = [p.name for p in needed if not p.is_file()]
-    if missing:
-        raise GptinyError(
-            f"{run_dir} is incomplete: missing {', '.join(missing)} (training may not have saved yet)"
-        )
+    require_files(run_dir)
+    ckpt = manifest.locate(run_dir)
+    weights = ckpt / WHICH[which]
+    recorded = manifest.read(ckpt, [weights.name])
     config = config_from_dict(read_toml(run_dir / "config.toml"))
     vocab = Vocab.load(run_dir / "vocab.json")
     _, vocab_size = checkpoint.model_config_of(weights)
@@ -128,7 +136,9 @@ def load_run(run_dir: Path, which: str = "best") -> LoadedRun:
         raise GptinyError(
             f"{run_dir}/vocab.json has {vocab.size} characters but {weights.name} was trained on {vocab_size}"
         )
+    manifest.check_vocab(recorded, vocab.chars, run_dir / "vocab.json")
     model = build_model(config.model, vocab.size)
     checkpoint.load_weights(weights, model)
+    manifest.check_config(recorded, config, run_dir / "config.toml", prefix="model.")
     model.eval()
     return LoadedRun(run_dir, config, vocab, model, weights)

@@ -1,98 +1,177 @@
-"""Training state for exact resume, without pickle.
+"""A session's checkpoint: everything exact resume needs, saved and restored without pickle.
 
-``state.safetensors`` holds the tensors (optimizer moments by parameter name, RNG
-states as bytes); ``state.json`` holds the rest (step, best val loss, schedule
-position, loss-scaler state). Both carry the step they belong to, so a pair torn
-by a crash between the two writes is detected rather than silently mixed.
+``state.safetensors`` holds the optimizer moments, by parameter name, and the RNG states
+(torch's CPU and CUDA generators, which dropout draws from, and the generator that draws
+the batches) as byte tensors. ``state.json`` holds the rest: step, best val loss and the
+evaluations since it, the learning rate the schedule gives the next step, elapsed time
+and the loss scaler. The weights and the manifest that ties them together are
+``checkpoint`` and ``manifest``'s business.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from gptiny_cli import atomic
+from gptiny_cli import checkpoint, manifest
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.schedule import learning_rate
 
 if TYPE_CHECKING:
-    from gptiny_cli.train import Session
+    from gptiny_cli.session import Session
 
 FORMAT = 1
-TENSORS, META = "state.safetensors", "state.json"
+RNG_KEYS = ("rng.torch", "rng.batches")
 
 
 def _param_names(model: torch.nn.Module) -> dict[int, str]:
+    # named_parameters() yields a tied tensor once, under its first name.
     return {id(p): name for name, p in model.named_parameters()}
 
 
-def _rng_tensors(s: Session) -> dict[str, torch.Tensor]:
-    rng = {"rng.torch": torch.get_rng_state(), "rng.batches": s.batch_gen.get_state()}
+def next_lr(s: Session) -> float:
+    t = s.config.train
+    return learning_rate(s.iter, base_lr=t.learning_rate, max_iters=t.max_iters, warmup_iters=t.warmup_iters,
+                         decay=t.lr_decay, min_lr_fraction=t.min_lr_fraction)
+
+
+def state_tensors(s: Session) -> dict[str, torch.Tensor]:
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.batches": s.batch_gen.get_state()}
     if s.device.type == "cuda":
-        rng["rng.cuda"] = torch.cuda.get_rng_state(s.device)
-    return rng
-
-
-def save_state(s: Session) -> None:
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(s.device)
     names = _param_names(s.model)
-    tensors = _rng_tensors(s)
     for group in s.optimizer.param_groups:
         for param in group["params"]:
             for key, value in s.optimizer.state.get(param, {}).items():
                 tensors[f"optim.{names[id(param)]}.{key}"] = value.detach().to("cpu").contiguous()
-    step = str(s.iter)
-    atomic.write_with(s.run_dir / TENSORS, lambda tmp: save_file(tensors, str(tmp), metadata={"iter": step}))
-    meta = {
+    return tensors
+
+
+def state_meta(s: Session) -> dict[str, Any]:
+    return {
         "format": FORMAT,
         "iter": s.iter,
-        "best_val": s.best_val if s.best_val != float("inf") else None,
+        "lr": next_lr(s),
+        "best_val": s.best_val if math.isfinite(s.best_val) else None,
         "evals_since_best": s.evals_since_best,
         "elapsed_s": s.elapsed_s,
         "scaler": s.scaler.state_dict() if s.scaler else None,
     }
-    atomic.write_json(s.run_dir / META, meta)
 
 
-def _read_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return handle.metadata() or {}, {k: handle.get_tensor(k) for k in handle.keys()}
-    except FileNotFoundError:
-        raise GptinyError(f"{path} is missing; this run cannot be resumed") from None
-    except (SafetensorError, OSError, ValueError) as err:
-        raise GptinyError(f"{path} is not a valid safetensors file: {err}") from None
+def save_checkpoint(s: Session, best: bool) -> None:
+    """Commit a checkpoint of the session; the best weights are shared with the previous one unless ``best``."""
+    run_dir = s.run_dir
+    previous_best = run_dir / manifest.CURRENT / manifest.BEST
+    tensors = state_tensors(s)
+    meta = json.dumps(state_meta(s), indent=2) + "\n"
+
+    def write_last(path: Path) -> None:
+        checkpoint.write_weights(path, s.model, s.config.model, s.corpus.vocab.size)
+
+    def write_best(path: Path) -> None:
+        source = path.with_name(manifest.LAST) if best or not previous_best.is_file() else previous_best
+        manifest.link_or_copy(source, path)
+
+    writers = {
+        manifest.LAST: write_last,
+        manifest.BEST: write_best,
+        manifest.STATE_TENSORS: lambda p: save_file(tensors, str(p), metadata={"iter": str(s.iter)}),
+        manifest.STATE_META: lambda p: p.write_text(meta, encoding="utf-8"),
+    }
+    header = manifest.header(s.iter, s.config, s.corpus.vocab.chars, s.corpus.meta.get("sha256"))
+    manifest.commit(run_dir, writers, header)
 
 
-def load_state(s: Session) -> None:
-    """Restore a session to exactly where ``save_state`` left it."""
-    try:
-        meta = json.loads((s.run_dir / META).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GptinyError(f"{s.run_dir / META} is missing; this run cannot be resumed") from None
-    except ValueError:
-        raise GptinyError(f"{s.run_dir / META} is damaged; this run cannot be resumed") from None
-    header, tensors = _read_tensors(s.run_dir / TENSORS)
-    if meta.get("format") != FORMAT or header.get("iter") != str(meta.get("iter")):
-        raise GptinyError(f"{s.run_dir}: {TENSORS} and {META} belong to different steps; cannot resume")
-    _load_optimizer(s, tensors)
-    torch.set_rng_state(tensors["rng.torch"])
-    s.batch_gen.set_state(tensors["rng.batches"])
-    if s.device.type == "cuda" and "rng.cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng.cuda"], s.device)
-    s.iter = int(meta["iter"])
-    s.best_val = float("inf") if meta["best_val"] is None else float(meta["best_val"])
-    s.evals_since_best = int(meta["evals_since_best"])
+def load_checkpoint(s: Session) -> None:
+    """Restore a freshly built session to exactly where the run's last checkpoint left it."""
+    ckpt = manifest.locate(s.run_dir)
+    recorded = manifest.read(ckpt, manifest.FILES)
+    manifest.check_config(recorded, s.config, s.run_dir / "config.toml")
+    manifest.check_vocab(recorded, s.corpus.vocab.chars, s.corpus.directory / "vocab.json")
+    if recorded.get("data_sha256") != s.corpus.meta.get("sha256"):
+        raise GptinyError(
+            f"the data at {s.corpus.directory} is not the corpus this run was trained on; point the run at "
+            "its own prepared data with --set data.path=DIR"
+        )
+    checkpoint.load_weights(ckpt / manifest.LAST, s.model)
+    meta = _read_meta(ckpt / manifest.STATE_META)
+    if meta["iter"] != recorded["step"]:
+        raise GptinyError(f"{ckpt / manifest.STATE_META} is for iteration {meta['iter']}, the manifest for "
+                          f"{recorded['step']}")
+    tensors = _read_state_tensors(ckpt / manifest.STATE_TENSORS, s, meta["iter"])
+    _restore_rng(s, tensors, ckpt / manifest.STATE_TENSORS)
+    _restore_optimizer(s, tensors)
+    s.iter = meta["iter"]
+    s.best_val = math.inf if meta["best_val"] is None else float(meta["best_val"])
+    s.evals_since_best = meta["evals_since_best"]
     s.elapsed_s = float(meta["elapsed_s"])
     if s.scaler and meta.get("scaler"):
         s.scaler.load_state_dict(meta["scaler"])
 
 
-def _load_optimizer(s: Session, tensors: dict[str, torch.Tensor]) -> None:
-    """Rebuild the optimizer's state dict (indexed by parameter order) from names."""
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise GptinyError(f"{path} is damaged: not JSON") from None
+    types = {"format": int, "iter": int, "best_val": (float, int, type(None)), "evals_since_best": int,
+             "elapsed_s": (float, int)}
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise GptinyError(f"{path} is not gptiny training state (format {FORMAT})")
+    for key, kind in types.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise GptinyError(f"{path} is damaged: {key} is {meta.get(key)!r}")
+    return meta
+
+
+def _expected_state(s: Session, entries: checkpoint.Entries) -> checkpoint.Entries:
+    """What a state file for this session may hold: RNG states (bytes) and each parameter's moments."""
+    params = dict(s.model.named_parameters())
+    expected: checkpoint.Entries = {}
+    for key, (shape, _) in entries.items():
+        if key in (*RNG_KEYS, "rng.cuda"):
+            expected[key] = (shape, "U8")  # a generator's state is bytes, of a length torch decides
+        elif key.startswith("optim."):
+            name, _, slot = key.removeprefix("optim.").rpartition(".")
+            if name in params:
+                param = params[name]
+                scalar = slot == "step"  # AdamW counts steps in a float32 scalar
+                expected[key] = ((), "F32") if scalar else (tuple(param.shape), checkpoint.dtype_name(param.dtype))
+    for key in RNG_KEYS:
+        expected.setdefault(key, ((), "U8"))  # so that an absent one is reported missing
+    return expected
+
+
+def _read_state_tensors(path: Path, s: Session, step: int) -> dict[str, torch.Tensor]:
+    metadata, entries = checkpoint.read_header(path)
+    if metadata.get("iter") != str(step):
+        raise GptinyError(f"{path} is for iteration {metadata.get('iter')}, state.json for {step}")
+    checkpoint.compare_entries(path, entries, _expected_state(s, entries), "this model's training state")
+    with_state = {key.removeprefix("optim.").rpartition(".")[0] for key in entries if key.startswith("optim.")}
+    lacking = sorted(name for name, p in s.model.named_parameters() if p.requires_grad and name not in with_state)
+    if with_state and lacking:
+        raise GptinyError(f"{path} lacks the optimizer state of {', '.join(lacking)}")
+    return checkpoint.read_tensors(path)
+
+
+def _restore_rng(s: Session, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        torch.set_rng_state(tensors["rng.torch"])
+        s.batch_gen.set_state(tensors["rng.batches"])
+        if s.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], s.device)
+    except (RuntimeError, ValueError) as err:
+        raise GptinyError(f"{path} holds an invalid random generator state: {err}") from None
+
+
+def _restore_optimizer(s: Session, tensors: dict[str, torch.Tensor]) -> None:
+    """Rebuild the optimizer's state dict, which torch indexes by parameter order, from the names."""
     names = _param_names(s.model)
     state_dict = s.optimizer.state_dict()
     index = 0

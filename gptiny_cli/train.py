@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gptiny_cli import checkpoint, runs, state
+from gptiny_cli import checkpoint, manifest, runs, state
 from gptiny_cli.data import get_batch, sequential_batches
 from gptiny_cli.device import Precision
 from gptiny_cli.errors import GptinyError
@@ -100,8 +100,11 @@ def full_split_loss(
     return total / count
 
 
-def train_step(s: Session) -> tuple[torch.Tensor, float]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns (loss, lr)."""
+def train_step(s: Session, poison: bool = False) -> tuple[torch.Tensor, float]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns (loss, lr).
+
+    ``poison`` makes the loss NaN, as a diverging run's would be (fault injection for tests).
+    """
     t, m = s.config.train, s.config.model
     lr = learning_rate(
         s.iter, base_lr=t.learning_rate, max_iters=t.max_iters, warmup_iters=t.warmup_iters,
@@ -113,6 +116,8 @@ def train_step(s: Session) -> tuple[torch.Tensor, float]:
     for _ in range(t.grad_accum):
         x, y = get_batch(s.corpus.train, t.batch_size, m.block_size, s.batch_gen)
         loss = _loss(s.forward, x.to(s.device), y.to(s.device), s.precision) / t.grad_accum
+        if poison:
+            loss = loss * math.nan
         (s.scaler.scale(loss) if s.scaler else loss).backward()
         total += loss.detach()
     if s.scaler:
@@ -130,32 +135,61 @@ def train_step(s: Session) -> tuple[torch.Tensor, float]:
 
 
 def _fault_nan_at() -> int | None:
-    """Tests force a non-finite loss at a chosen step through GPTINY_FAULT_NAN_AT."""
+    """Tests make the loss of the step that reaches iteration N NaN with GPTINY_FAULT_NAN_AT=N."""
     value = os.environ.get("GPTINY_FAULT_NAN_AT")
     return int(value) if value else None
 
 
-def _check_finite(loss: float, s: Session) -> None:
-    if not math.isfinite(loss):
+def _kept(s: Session) -> str:
+    step = manifest.saved_step(s.run_dir)
+    return "nothing had been saved yet" if step is None else f"the checkpoint of iteration {step} is kept"
+
+
+class LossWatch:
+    """The first iteration whose loss was not finite, tracked on the device: no sync per step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def record(self, loss: torch.Tensor, iteration: int) -> None:
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), iteration, self.first_bad)
+
+    def check(self, s: Session) -> None:
+        at = int(self.first_bad.item())
+        if at >= 0:
+            raise diverged(s, at)
+
+
+def diverged(s: Session, at: int) -> GptinyError:
+    lower = s.config.train.learning_rate / 10
+    return GptinyError(
+        f"the loss became nan or infinite at iteration {at}; training stopped and {_kept(s)}. Resume it "
+        f"with a lower learning rate: gptiny train --resume {s.run_dir} --set train.learning_rate={lower:g}"
+    )
+
+
+def _save(s: Session, best: bool, watch: LossWatch) -> None:
+    """Commit a checkpoint, never of weights a non-finite loss has already damaged."""
+    watch.check(s)
+    finite = torch.stack([p.isfinite().all() for p in s.model.parameters()]).all()
+    if not finite.item():
+        raise diverged(s, s.iter)
+    try:
+        state.save_checkpoint(s, best)
+        s.info.update(iters=s.iter, best_val_loss=None if math.isinf(s.best_val) else s.best_val)
+        runs.write_run_info(s.run_dir, s.info)
+    except OSError as err:
         raise GptinyError(
-            f"the loss became {loss} at iteration {s.iter}; training stopped and the last good "
-            "checkpoint was kept. Try a lower train.learning_rate or train.dtype = 'float32'"
-        )
+            f"cannot save a checkpoint in {s.run_dir}: {err.strerror}; {_kept(s)}. Free some space, then "
+            f"resume: gptiny train --resume {s.run_dir}"
+        ) from None
 
 
-def _save(s: Session, best: bool) -> None:
-    vocab_size = s.corpus.vocab.size
-    if best:
-        checkpoint.save_weights(s.run_dir / runs.WEIGHTS["best"], s.model, s.config.model, vocab_size)
-    checkpoint.save_weights(s.run_dir / runs.WEIGHTS["last"], s.model, s.config.model, vocab_size)
-    state.save_state(s)
-    s.info.update(iters=s.iter, best_val_loss=None if math.isinf(s.best_val) else s.best_val)
-    runs.write_run_info(s.run_dir, s.info)
-
-
-def _evaluate(s: Session) -> EvalStats:
+def _evaluate(s: Session, watch: LossWatch) -> EvalStats:
+    watch.check(s)
     train_loss, val_loss = estimate_loss(s)
-    _check_finite(val_loss, s)
+    if not math.isfinite(val_loss):
+        raise diverged(s, s.iter)
     is_best = val_loss < s.best_val
     if is_best:
         s.best_val, s.evals_since_best = val_loss, 0
@@ -166,16 +200,14 @@ def _evaluate(s: Session) -> EvalStats:
     stats = EvalStats(s.iter, train_loss, val_loss, s.elapsed_s, tokens_seen / len(s.corpus.train), is_best)
     s.metrics.write({"iter": s.iter, "train_loss": train_loss, "val_loss": val_loss,
                      "elapsed_s": round(s.elapsed_s, 3), "epoch": round(stats.epoch, 4)})
-    _save(s, best=is_best)
+    _save(s, is_best, watch)
     return stats
 
 
-def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, seconds: float) -> StepStats:
+def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, seconds: float,
+              watch: LossWatch) -> StepStats:
+    watch.check(s)
     value = loss.item()
-    fault = _fault_nan_at()
-    if fault is not None and s.iter >= fault:
-        value = math.nan
-    _check_finite(value, s)
     tps = tokens / seconds if seconds > 0 else 0.0
     mfu = tps * s.flops_per_token / s.peak_flops if s.peak_flops else 0.0
     stats = StepStats(s.iter, value, lr, tps, mfu)
@@ -185,36 +217,46 @@ def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, seconds: f
 
 
 def run(s: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
-    """The training loop. Marks the run failed if anything escapes it."""
+    """The training loop. Marks the run failed (or interrupted) if anything escapes it."""
     try:
         yield from _loop(s, should_stop)
     except BaseException as err:
         if s.info["status"] != "running":  # closed after Finished: the run already has its status
             raise
         stopped = isinstance(err, (KeyboardInterrupt, GeneratorExit))
+        oom = _is_out_of_memory(err)
         s.info.update(status="interrupted" if stopped else "failed",
-                      ended_at=datetime.now(timezone.utc).isoformat(), error=str(err) or type(err).__name__)
-        runs.write_run_info(s.run_dir, s.info)
-        if _is_out_of_memory(err):
+                      ended_at=datetime.now(timezone.utc).isoformat(),
+                      error="out of memory" if oom else str(err) or type(err).__name__)
+        try:
+            runs.write_run_info(s.run_dir, s.info)
+        except OSError:
+            pass  # a full disk must not hide the error that brought us here
+        if oom:
+            t = s.config.train
             raise GptinyError(
-                f"out of memory on {s.device}; lower train.batch_size (now {s.config.train.batch_size}, "
-                f"use train.grad_accum to keep the global batch) or model.block_size"
+                f"out of memory on {s.device} at iteration {s.iter}; lower train.batch_size (now {t.batch_size}; "
+                f"raise train.grad_accum to keep the same batch) or model.block_size (now "
+                f"{s.config.model.block_size}). {_kept(s).capitalize()}: gptiny train --resume {s.run_dir} "
+                f"--set train.batch_size={max(1, t.batch_size // 2)} --set train.grad_accum={2 * t.grad_accum}"
             ) from None
         raise
     finally:
-        s.metrics.close()
+        s.close()
 
 
 def _is_out_of_memory(err: BaseException) -> bool:
-    if isinstance(err, torch.OutOfMemoryError):
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+    return isinstance(err, RuntimeError) and any(
+        text in str(err) for text in ("can't allocate memory", "std::bad_alloc", "out of memory"))
 
 
 def _loop(s: Session, should_stop: Callable[[], bool]) -> Iterator[Event]:
     t = s.config.train
     tokens_per_step = t.batch_size * t.grad_accum * s.config.model.block_size
     resumed_at = s.iter if s.iter > 0 else None
+    watch, nan_at = LossWatch(s.device), _fault_nan_at()
     early_stopped, interrupted = False, False
     window_start, window_steps = time.perf_counter(), 0
     clock, elapsed_before = time.perf_counter(), s.elapsed_s
@@ -222,7 +264,7 @@ def _loop(s: Session, should_stop: Callable[[], bool]) -> Iterator[Event]:
         s.elapsed_s = elapsed_before + time.perf_counter() - clock
         due = s.iter % t.eval_interval == 0 or s.iter == t.max_iters
         if due and s.iter != resumed_at:
-            yield _evaluate(s)
+            yield _evaluate(s, watch)
             window_start, window_steps = time.perf_counter(), 0
             if t.patience and s.evals_since_best >= t.patience:
                 early_stopped = True
@@ -230,17 +272,17 @@ def _loop(s: Session, should_stop: Callable[[], bool]) -> Iterator[Event]:
             break
         if should_stop():
             interrupted = True
-            _save(s, best=False)
+            _save(s, False, watch)
             break
-        loss, lr = train_step(s)
+        loss, lr = train_step(s, poison=s.iter + 1 == nan_at)
+        watch.record(loss, s.iter)
         window_steps += 1
         if s.iter % t.log_interval == 0:
             now = time.perf_counter()
-            yield _log_step(s, loss, lr, tokens_per_step * window_steps, now - window_start)
+            yield _log_step(s, loss, lr, tokens_per_step * window_steps, now - window_start, watch)
             window_start, window_steps = time.perf_counter(), 0
-        if s.iter % t.checkpoint_interval == 0 and s.iter % t.eval_interval != 0:
-            _check_finite(loss.item(), s)
-            _save(s, best=False)
+        if s.iter % t.checkpoint_interval == 0 and s.iter % t.eval_interval != 0 and s.iter < t.max_iters:
+            _save(s, False, watch)
     yield _finish(s, interrupted, early_stopped)
 
 
@@ -248,7 +290,7 @@ def _finish(s: Session, interrupted: bool, early_stopped: bool) -> Finished:
     final = None
     if not interrupted:
         best = build_model(s.config.model, s.corpus.vocab.size).to(s.device)
-        checkpoint.load_weights(s.run_dir / runs.WEIGHTS["best"], best)
+        checkpoint.load_weights(manifest.locate(s.run_dir) / manifest.BEST, best)
         c = s.config
         final = full_split_loss(best, s.corpus.val, c.model.block_size, c.train.batch_size,
                                 s.device, s.precision)

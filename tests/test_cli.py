@@ -131,15 +131,15 @@ def test_sample_without_runs_explains(tmp_path):
 
 
 def test_sample_lists_what_a_half_written_run_lacks(trained_run):
-    (trained_run / "model.safetensors").unlink()
+    (trained_run / "checkpoint" / "model.safetensors").unlink()
     result = gptiny("sample", str(trained_run))
-    assert result.exit_code == 1 and "missing model.safetensors" in result.stderr
+    assert result.exit_code == 1 and "model.safetensors is missing" in result.stderr
 
 
-def test_sample_refuses_a_file_that_is_not_safetensors(trained_run):
-    (trained_run / "model.safetensors").write_bytes(b"\x00" * 64)
+def test_sample_refuses_weights_damaged_after_training(trained_run):
+    (trained_run / "checkpoint" / "model.safetensors").write_bytes(b"\x00" * 64)
     result = gptiny("sample", str(trained_run))
-    assert result.exit_code == 1 and "not a valid safetensors file" in result.stderr
+    assert result.exit_code == 1 and "model.safetensors is damaged" in result.stderr
 
 
 def test_sample_refuses_weights_that_do_not_match_the_config(trained_run):
@@ -153,7 +153,7 @@ def test_sample_refuses_weights_that_do_not_match_the_config(trained_run):
 def test_inspect_total_equals_the_elements_in_the_weights_file(trained_run):
     result = gptiny("inspect", str(trained_run), "--json")
     report = json.loads(result.stdout)
-    with safe_open(str(trained_run / "model.safetensors"), framework="pt") as f:
+    with safe_open(str(trained_run / "checkpoint" / "model.safetensors"), framework="pt") as f:
         stored = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     assert report["total_params"] == stored
     assert {row["name"] for row in report["modules"]} >= {"tok_emb", "blocks.0.attn", "blocks.0.ffn", "head"}

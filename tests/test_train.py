@@ -31,8 +31,9 @@ def test_loss_falls_on_a_repetitive_corpus(data_dir):
 def test_run_directory_holds_every_file(tiny_config):
     run_dir, events = run_to_end(tiny_config)
     names = {p.name for p in run_dir.iterdir()}
-    assert {"config.toml", "vocab.json", "model.safetensors", "model-last.safetensors",
-            "metrics.jsonl", "run.json"} <= names
+    assert {"config.toml", "vocab.json", "checkpoint", "metrics.jsonl", "run.json"} <= names
+    assert {p.name for p in (run_dir / "checkpoint").iterdir()} == {
+        "model.safetensors", "model-last.safetensors", "state.safetensors", "state.json", "manifest.json"}
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "completed"
     assert info["iters"] == 20
@@ -53,7 +54,7 @@ def test_metrics_rows_have_the_documented_fields(tiny_config):
 
 def test_weights_describe_themselves(tiny_config):
     run_dir, _ = run_to_end(tiny_config)
-    with safe_open(str(run_dir / "model.safetensors"), framework="pt") as f:
+    with safe_open(str(run_dir / "checkpoint" / "model.safetensors"), framework="pt") as f:
         meta = f.metadata()
         names = set(f.keys())
     assert json.loads(meta["model_config"])["n_embd"] == 16
