@@ -10,8 +10,11 @@ builds, and only then are the tensors read.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -49,10 +52,20 @@ def tensors_to_save(model: nn.Module) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_file``, whose I/O failures (a full disk) come out as the OSError they are."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as err:
+        found = re.search(r"os error (\d+)", str(err))
+        code = int(found.group(1)) if found else errno.EIO
+        raise OSError(code, os.strerror(code) if found else str(err)) from None
+
+
 def write_weights(path: Path, model: nn.Module, cfg: ModelConfig, vocab_size: int) -> None:
     """Write the weights to ``path`` as is (callers that need atomicity stage the file)."""
     metadata = {"format": FORMAT, "model_config": json.dumps(asdict(cfg)), "vocab_size": str(vocab_size)}
-    save_file(tensors_to_save(model), str(path), metadata=metadata)
+    save_tensors(tensors_to_save(model), path, metadata)
 
 
 def save_weights(path: Path, model: nn.Module, cfg: ModelConfig, vocab_size: int) -> None:

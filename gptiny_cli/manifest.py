@@ -102,6 +102,7 @@ def commit(run_dir: Path, writers: dict[str, Writer], header: dict[str, Any]) ->
         for name, write in writers.items():
             path = staging / name
             write(path)
+            path.chmod(0o666 & ~atomic.current_umask())  # some writers make private temporary files
             _sync(path)
             files[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
         manifest = {"format": FORMAT, **header, "files": files}

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import save_file
 
 from gptiny_cli import checkpoint, manifest
 from gptiny_cli.errors import GptinyError
@@ -81,7 +80,7 @@ def save_checkpoint(s: Session, best: bool) -> None:
     writers = {
         manifest.LAST: write_last,
         manifest.BEST: write_best,
-        manifest.STATE_TENSORS: lambda p: save_file(tensors, str(p), metadata={"iter": str(s.iter)}),
+        manifest.STATE_TENSORS: lambda p: checkpoint.save_tensors(tensors, p, {"iter": str(s.iter)}),
         manifest.STATE_META: lambda p: p.write_text(meta, encoding="utf-8"),
     }
     header = manifest.header(s.iter, s.config, s.corpus.vocab.chars, s.corpus.meta.get("sha256"))
@@ -99,6 +98,7 @@ def load_checkpoint(s: Session) -> None:
             f"the data at {s.corpus.directory} is not the corpus this run was trained on; point the run at "
             "its own prepared data with --set data.path=DIR"
         )
+    checkpoint.check_weights(ckpt / manifest.BEST, s.model)  # carried into every later checkpoint
     checkpoint.load_weights(ckpt / manifest.LAST, s.model)
     meta = _read_meta(ckpt / manifest.STATE_META)
     if meta["iter"] != recorded["step"]:
@@ -148,15 +148,34 @@ def _expected_state(s: Session, entries: checkpoint.Entries) -> checkpoint.Entri
     return expected
 
 
+def _missing_moments(s: Session, entries: checkpoint.Entries) -> list[str]:
+    """Optimizer tensors a parameter lacks that the others updated the same way (its group) have."""
+    slots: dict[str, set[str]] = {}
+    for key in entries:
+        if key.startswith("optim."):
+            name, _, slot = key.removeprefix("optim.").rpartition(".")
+            slots.setdefault(name, set()).add(slot)
+    if not slots:
+        return []  # saved before the first step
+    names = _param_names(s.model)
+    missing = []
+    for group in s.optimizer.param_groups:
+        group_names = [names[id(p)] for p in group["params"]]
+        union = set().union(*(slots.get(n, set()) for n in group_names))
+        for name in group_names:
+            lacking = sorted(union - slots.get(name, set())) or ([] if name in slots else ["*"])
+            missing.extend(f"optim.{name}.{slot}" for slot in lacking)
+    return missing
+
+
 def _read_state_tensors(path: Path, s: Session, step: int) -> dict[str, torch.Tensor]:
     metadata, entries = checkpoint.read_header(path)
     if metadata.get("iter") != str(step):
         raise GptinyError(f"{path} is for iteration {metadata.get('iter')}, state.json for {step}")
     checkpoint.compare_entries(path, entries, _expected_state(s, entries), "this model's training state")
-    with_state = {key.removeprefix("optim.").rpartition(".")[0] for key in entries if key.startswith("optim.")}
-    lacking = sorted(name for name, p in s.model.named_parameters() if p.requires_grad and name not in with_state)
-    if with_state and lacking:
-        raise GptinyError(f"{path} lacks the optimizer state of {', '.join(lacking)}")
+    missing = _missing_moments(s, entries)
+    if missing:
+        raise GptinyError(f"{path} does not match this model's training state: missing {', '.join(missing)}")
     return checkpoint.read_tensors(path)
 
 

@@ -8,7 +8,6 @@ CLI turns them into a live display. Everything that must outlive the process
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,10 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gptiny_cli import checkpoint, manifest, runs, state
+from gptiny_cli import checkpoint, faults, manifest, runs, state
 from gptiny_cli.data import get_batch, sequential_batches
 from gptiny_cli.device import Precision
-from gptiny_cli.errors import GptinyError
 from gptiny_cli.model import build_model
 from gptiny_cli.schedule import learning_rate
 from gptiny_cli.session import Session
@@ -134,62 +132,25 @@ def train_step(s: Session, poison: bool = False) -> tuple[torch.Tensor, float]:
     return total, lr
 
 
-def _fault_nan_at() -> int | None:
-    """Tests make the loss of the step that reaches iteration N NaN with GPTINY_FAULT_NAN_AT=N."""
-    value = os.environ.get("GPTINY_FAULT_NAN_AT")
-    return int(value) if value else None
-
-
-def _kept(s: Session) -> str:
-    step = manifest.saved_step(s.run_dir)
-    return "nothing had been saved yet" if step is None else f"the checkpoint of iteration {step} is kept"
-
-
-class LossWatch:
-    """The first iteration whose loss was not finite, tracked on the device: no sync per step."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
-
-    def record(self, loss: torch.Tensor, iteration: int) -> None:
-        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), iteration, self.first_bad)
-
-    def check(self, s: Session) -> None:
-        at = int(self.first_bad.item())
-        if at >= 0:
-            raise diverged(s, at)
-
-
-def diverged(s: Session, at: int) -> GptinyError:
-    lower = s.config.train.learning_rate / 10
-    return GptinyError(
-        f"the loss became nan or infinite at iteration {at}; training stopped and {_kept(s)}. Resume it "
-        f"with a lower learning rate: gptiny train --resume {s.run_dir} --set train.learning_rate={lower:g}"
-    )
-
-
-def _save(s: Session, best: bool, watch: LossWatch) -> None:
+def _save(s: Session, best: bool, watch: faults.LossWatch) -> None:
     """Commit a checkpoint, never of weights a non-finite loss has already damaged."""
     watch.check(s)
     finite = torch.stack([p.isfinite().all() for p in s.model.parameters()]).all()
     if not finite.item():
-        raise diverged(s, s.iter)
+        raise faults.diverged(s, s.iter)
     try:
         state.save_checkpoint(s, best)
         s.info.update(iters=s.iter, best_val_loss=None if math.isinf(s.best_val) else s.best_val)
         runs.write_run_info(s.run_dir, s.info)
     except OSError as err:
-        raise GptinyError(
-            f"cannot save a checkpoint in {s.run_dir}: {err.strerror}; {_kept(s)}. Free some space, then "
-            f"resume: gptiny train --resume {s.run_dir}"
-        ) from None
+        raise faults.cannot_write(s, err) from None
 
 
-def _evaluate(s: Session, watch: LossWatch) -> EvalStats:
+def _evaluate(s: Session, watch: faults.LossWatch) -> EvalStats:
     watch.check(s)
     train_loss, val_loss = estimate_loss(s)
     if not math.isfinite(val_loss):
-        raise diverged(s, s.iter)
+        raise faults.diverged(s, s.iter)
     is_best = val_loss < s.best_val
     if is_best:
         s.best_val, s.evals_since_best = val_loss, 0
@@ -205,7 +166,7 @@ def _evaluate(s: Session, watch: LossWatch) -> EvalStats:
 
 
 def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, seconds: float,
-              watch: LossWatch) -> StepStats:
+              watch: faults.LossWatch) -> StepStats:
     watch.check(s)
     value = loss.item()
     tps = tokens / seconds if seconds > 0 else 0.0
@@ -223,40 +184,19 @@ def run(s: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator
     except BaseException as err:
         if s.info["status"] != "running":  # closed after Finished: the run already has its status
             raise
-        stopped = isinstance(err, (KeyboardInterrupt, GeneratorExit))
-        oom = _is_out_of_memory(err)
-        s.info.update(status="interrupted" if stopped else "failed",
-                      ended_at=datetime.now(timezone.utc).isoformat(),
-                      error="out of memory" if oom else str(err) or type(err).__name__)
-        try:
-            runs.write_run_info(s.run_dir, s.info)
-        except OSError:
-            pass  # a full disk must not hide the error that brought us here
-        if oom:
-            t = s.config.train
-            raise GptinyError(
-                f"out of memory on {s.device} at iteration {s.iter}; lower train.batch_size (now {t.batch_size}; "
-                f"raise train.grad_accum to keep the same batch) or model.block_size (now "
-                f"{s.config.model.block_size}). {_kept(s).capitalize()}: gptiny train --resume {s.run_dir} "
-                f"--set train.batch_size={max(1, t.batch_size // 2)} --set train.grad_accum={2 * t.grad_accum}"
-            ) from None
-        raise
+        clearer = faults.record_end(s, err)
+        if clearer is err:
+            raise
+        raise clearer from None
     finally:
         s.close()
-
-
-def _is_out_of_memory(err: BaseException) -> bool:
-    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    return isinstance(err, RuntimeError) and any(
-        text in str(err) for text in ("can't allocate memory", "std::bad_alloc", "out of memory"))
 
 
 def _loop(s: Session, should_stop: Callable[[], bool]) -> Iterator[Event]:
     t = s.config.train
     tokens_per_step = t.batch_size * t.grad_accum * s.config.model.block_size
     resumed_at = s.iter if s.iter > 0 else None
-    watch, nan_at = LossWatch(s.device), _fault_nan_at()
+    watch, nan_at = faults.LossWatch(s.device), faults.nan_at()
     early_stopped, interrupted = False, False
     window_start, window_steps = time.perf_counter(), 0
     clock, elapsed_before = time.perf_counter(), s.elapsed_s
