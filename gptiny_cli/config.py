@@ -204,7 +204,10 @@ def _accepts(annotation: Any, value: Any) -> Any:
         if option is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise TypeError("a number within float range") from None
         if option is str and isinstance(value, str):
             return value
     names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
@@ -250,7 +253,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         raise GptinyError(f"--set {text!r} is invalid: use SECTION.KEY=VALUE, e.g. train.max_iters=200")
     try:
         value = tomllib.loads(f"v = {literal.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except ValueError:  # not a TOML literal (or an integer too long to read): take it as text
         value = literal.strip()
     return section, key.strip(), value
 
@@ -260,10 +263,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise GptinyError(f"config file not found: {path}")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise GptinyError(f"{path}: invalid TOML: {err}") from None
     except UnicodeDecodeError:
         raise GptinyError(f"{path}: not a UTF-8 text file") from None
+    except ValueError as err:  # TOMLDecodeError, or an integer too long for Python to read
+        raise GptinyError(f"{path}: invalid TOML: {err}") from None
 
 
 def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
