@@ -128,6 +128,9 @@ def train(
     from gptiny_cli.session import resume as resume_session
 
     with _user_errors():
+        if resume and config is not None:
+            raise GptinyError("give either a CONFIG (a new run) or --resume RUN (which keeps its own config), "
+                              "not both")
         if resume:
             run_dir = resolve_run(resume, runs_dir)
             tblog.require_for_run(run_dir)

@@ -259,3 +259,33 @@ def test_interrupted_run_resumes_through_the_cli_in_its_own_directory(data_dir):
     assert sorted(p.name for p in Path("runs").iterdir()) == sorted([straight.name, run_dir.name])
     assert_same_run(straight, run_dir)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+
+
+def test_resume_and_a_config_together_are_refused(completed_run):
+    result = cli("train", "tiny.toml", "--resume", str(completed_run))
+    assert result.exit_code == 1 and "not both" in result.stderr
+
+
+def test_a_run_killed_during_its_final_evaluation_finishes_on_resume(completed_run):
+    info = run_info(completed_run)
+    info.update(status="running", final_val_loss=None)  # as the process left it
+    (completed_run / "run.json").write_text(json.dumps(info))
+    result = cli("train", "--resume", str(completed_run), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    info = run_info(completed_run)
+    assert info["status"] == "completed" and info["iters"] == 20 and info["final_val_loss"] > 0
+
+
+def test_an_early_stopped_run_says_so_and_goes_on_when_patience_is_raised(data_dir):
+    raw = tiny_raw(data_dir, max_iters=200, eval_interval=1, learning_rate=0.5, patience=1, warmup_iters=0)
+    result = cli("train", str(write_config(Path("eager.toml"), raw)), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = Path("runs").iterdir()
+    stopped = run_info(run_dir)["iters"]
+    result = cli("train", "--resume", str(run_dir), "--device", "cpu")
+    assert result.exit_code == 0 and f"stopped early at iteration {stopped}" in result.stderr
+    assert "--set train.patience=N with N > 1" in result.stderr
+    result = cli("train", "--resume", str(run_dir), "--set", "train.patience=0", "--set", "train.max_iters=" +
+                 str(stopped + 3), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert run_info(run_dir)["iters"] == stopped + 3
