@@ -42,12 +42,14 @@ Writer = Callable[[Path], None]
 
 # Keys that may change when a run is resumed: they steer how training goes on (and are what the
 # error messages for a diverged, out-of-memory or moved run tell the user to change), not what
-# the run is. Every other key of [data], [model] and [train] is part of the checkpoint's identity.
+# the run is. Every other key of [data], [model] and [train] is part of the checkpoint's identity;
+# [sample] and [log] are not.
 RESUMABLE = frozenset({
     "train.max_iters", "train.eval_interval", "train.eval_iters", "train.log_interval",
     "train.checkpoint_interval", "train.patience", "train.learning_rate", "train.grad_clip",
-    "train.batch_size", "train.grad_accum", "train.compile", "data.path",
+    "train.batch_size", "train.grad_accum", "train.compile", "data.path", "log.tensorboard",
 })
+IDENTITY_SECTIONS = ("data", "model", "train")
 
 
 def fingerprint(obj: Any) -> str:
@@ -198,7 +200,7 @@ def _verify(path: Path, entry: Any) -> None:
 def identity(config: RunConfig) -> dict[str, Any]:
     """The config keys that make a run what it is, flat (``model.n_embd``): all but the resumable ones."""
     return {f"{section}.{key}": value
-            for section, values in config.to_dict().items() if section != "sample"
+            for section, values in config.to_dict().items() if section in IDENTITY_SECTIONS
             for key, value in values.items() if f"{section}.{key}" not in RESUMABLE}
 
 
