@@ -189,10 +189,10 @@ def _verify(path: Path, entry: Any) -> None:
         raise GptinyError(f"{path.parent / MANIFEST} does not list {path.name}; the checkpoint is incomplete")
     if not path.is_file():
         raise GptinyError(f"{path} is missing; the checkpoint is incomplete")
-    size = path.stat().st_size
-    if size != entry.get("bytes"):
-        raise GptinyError(f"{path} is damaged: {size:,} bytes where the manifest says {entry.get('bytes')!r} "
-                          "(truncated or replaced)")
+    size, recorded = path.stat().st_size, entry.get("bytes")
+    if size != recorded:
+        said = f"{recorded:,}" if isinstance(recorded, int) else repr(recorded)
+        raise GptinyError(f"{path} is damaged: {size:,} bytes where the manifest says {said} (truncated or replaced)")
     if _sha256(path) != entry.get("sha256"):
         raise GptinyError(f"{path} is damaged: its sha256 differs from the manifest's (corrupted or replaced)")
 
