@@ -203,16 +203,16 @@ def resume(run_dir: Path, *, overrides: list[str] = (), device: str = "auto") ->
 def _reopen(session: Session, changes: dict[str, Any]) -> None:
     """Make the run directory ready to go on: debris of a killed save gone, config and run.json updated."""
     run_dir, info = session.run_dir, session.info
-    manifest.recover(run_dir)
     manifest.preflight(run_dir, _checkpoint_bytes(session.model))
     try:
+        manifest.recover(run_dir)
         if changes:
             atomic.write_text(run_dir / "config.toml", session.config.to_toml())
         _truncate_metrics(run_dir / "metrics.jsonl", session.iter)
         info.setdefault("resumes", []).append({"at_iter": session.iter, "time": _now(), "overrides": changes})
         info.pop("error", None)
         info.update(status="running", ended_at=None, early_stopped=False,
-                    max_iters=session.config.train.max_iters)
+                    max_iters=session.config.train.max_iters, data=session.config.data.path)
         runs.write_run_info(run_dir, info)
         session.metrics = runs.MetricsLog(run_dir / "metrics.jsonl")
     except OSError as err:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gptiny_cli import checkpoint, manifest
+from gptiny_cli.data import Vocab
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.schedule import learning_rate
 
@@ -92,7 +93,8 @@ def load_checkpoint(s: Session) -> None:
     ckpt = manifest.locate(s.run_dir)
     recorded = manifest.read(ckpt, manifest.FILES)
     manifest.check_config(recorded, s.config, s.run_dir / "config.toml")
-    manifest.check_vocab(recorded, s.corpus.vocab.chars, s.corpus.directory / "vocab.json")
+    for vocab_path in (s.run_dir / "vocab.json", s.corpus.directory / "vocab.json"):
+        manifest.check_vocab(recorded, Vocab.load(vocab_path).chars, vocab_path)
     if recorded.get("data_sha256") != s.corpus.meta.get("sha256"):
         raise GptinyError(
             f"the data at {s.corpus.directory} is not the corpus this run was trained on; point the run at "
@@ -112,7 +114,10 @@ def load_checkpoint(s: Session) -> None:
     s.evals_since_best = meta["evals_since_best"]
     s.elapsed_s = float(meta["elapsed_s"])
     if s.scaler and meta.get("scaler"):
-        s.scaler.load_state_dict(meta["scaler"])
+        try:
+            s.scaler.load_state_dict(meta["scaler"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            raise GptinyError(f"{ckpt / manifest.STATE_META} holds an invalid loss-scaler state: {err}") from None
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -345,7 +345,7 @@ def test_a_vocabulary_that_does_not_match_the_weights_is_refused(run_dir):
     vocab = run_dir / "vocab.json"
     chars = json.loads(vocab.read_text())["chars"]
     vocab.write_text(json.dumps({"chars": chars[1:] + ["€"]}))  # as many characters, not the same ones
-    for command in ("sample", "inspect"):
+    for command in COMMANDS:
         assert f"{vocab} does not match the weights" in refusal(command, run_dir)
     vocab.write_text(json.dumps({"chars": chars[:-1]}))
     message = f"has {len(chars) - 1} characters but model.safetensors was trained on {len(chars)}"
