@@ -43,3 +43,6 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    # A session dropped without training (in a notebook, say) must not keep its run locked.
+    __del__ = release

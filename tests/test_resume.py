@@ -289,3 +289,10 @@ def test_an_early_stopped_run_says_so_and_goes_on_when_patience_is_raised(data_d
                  str(stopped + 3), "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert run_info(run_dir)["iters"] == stopped + 3
+
+
+def test_a_session_dropped_without_training_does_not_keep_its_run_locked(data_dir):
+    run_dir = train_until(config_from_dict(tiny_raw(data_dir)), stop_at=3)
+    session = resume(run_dir, device="cpu")
+    del session
+    resume(run_dir, device="cpu").close()
