@@ -24,9 +24,10 @@ class RunLock:
     """Held from setup or resume until the training loop ends."""
 
     def __init__(self, run_dir: Path) -> None:
+        self._fd: int | None = None
         path = Path(run_dir) / LOCK_FILE
         try:
-            self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as err:
             raise GptinyError(f"cannot write to {run_dir}: {err.strerror}") from None
         if fcntl is None:
