@@ -40,13 +40,13 @@ class Which(str, Enum):
 
 
 @contextmanager
-def _user_errors():
+def _user_errors(prefix: str = ""):
     """Turn our expected errors into one red line and exit status 1."""
     try:
         yield
     except GptinyError as error:
         # escape: messages quote user text and name things like [train] or gptiny[plot], not markup
-        err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        err.print(f"{prefix}[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -114,45 +114,77 @@ def train(
     runs_dir: RUNS_DIR = Path("runs"),
     name: Annotated[str | None, typer.Option(help="Run name \\[default: the config's file stem].")] = None,
     resume: Annotated[str | None, typer.Option(help="Continue a run directory, or `latest`.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(
+        help="Train in this directory: created if new, continued from its checkpoint if it has one.")] = None,
+    nproc: Annotated[int | None, typer.Option(
+        help="Train data-parallel on N processes of this machine (one per GPU, or CPU processes).")] = None,
 ) -> None:
     """Train a model; weights, metrics and status go to a new directory under runs/.
 
     Examples: gptiny train configs/shakespeare-cpu.toml --set train.max_iters=200;
-    gptiny train --resume latest
+    gptiny train --resume latest; gptiny train configs/shakespeare.toml --nproc 2
+    (or torchrun --nproc-per-node 2 -m gptiny_cli train configs/shakespeare.toml)
     """
-    from gptiny_cli import tblog
-    from gptiny_cli.config import load_config
-    from gptiny_cli.interrupt import GracefulStop
-    from gptiny_cli.runs import resolve_run
-    from gptiny_cli.session import AlreadyComplete, setup
-    from gptiny_cli.session import resume as resume_session
+    from gptiny_cli import distributed
+    from gptiny_cli.launch import TrainRequest, run_local
 
+    request = TrainRequest(config, set_, device, runs_dir, name, resume, run_dir)
+    if nproc is not None:
+        with _user_errors():
+            status = run_local(nproc, request)
+        raise typer.Exit(status)
     with _user_errors():
-        if resume and config is not None:
-            raise GptinyError("give either a CONFIG (a new run) or --resume RUN (which keeps its own config), "
-                              "not both")
-        if resume:
-            run_dir = resolve_run(resume, runs_dir)
-            tblog.require_for_run(run_dir)
-            try:
-                session = resume_session(run_dir, overrides=set_, device=device)
-            except AlreadyComplete as done:
+        world = distributed.init(device)
+    try:
+        _train_here(request, world)
+    finally:
+        distributed.shutdown()
+
+
+def _train_here(request, world) -> None:
+    """Train in this process; with several processes, only rank 0 shows anything but errors."""
+    from gptiny_cli.interrupt import GracefulStop
+    from gptiny_cli.launch import start_session
+    from gptiny_cli.session import AlreadyComplete
+
+    with _user_errors(f"rank {world.rank}: " if world.size > 1 else ""):
+        try:
+            session = start_session(request, world)
+        except AlreadyComplete as done:
+            if world.is_main:
                 err.print(str(done), highlight=False, soft_wrap=True)
-                return
-        elif config is None:
-            raise GptinyError("give a CONFIG to train (e.g. configs/shakespeare.toml) or --resume RUN")
-        else:
-            cfg = load_config(config, set_)
-            tblog.require(cfg)
-            session = setup(cfg, device=device, runs_dir=runs_dir, name=name or config.stem)
-        err.print(f"run {session.run_dir} on {session.device} ({session.precision.name}), "
-                  f"{session.info['parameters']:,} parameters", highlight=False)
+            return
+        if world.is_main:
+            err.print(_describe(session), highlight=False)
         with GracefulStop() as stop:
             try:
-                finished = _show_training(session, stop.requested)
+                finished = _show_training(session, stop.requested) if world.is_main else _drain(session, stop.requested)
             except KeyboardInterrupt:
-                _stopped_at_once(session.run_dir, stop.signum)
-    _report_end(session, finished, stop.signum)
+                _stopped_at_once(session, stop.signum)
+    if world.is_main:
+        _report_end(session, finished, stop.signum)
+    elif finished.status == "interrupted":
+        raise typer.Exit(_exit_code(stop.signum))
+
+
+def _describe(session) -> str:
+    t, world = session.config.train, session.world
+    where = f"{session.device}" if world.size == 1 else f"{world.size} processes ({session.device.type})"
+    return (f"run {session.run_dir} on {where} ({session.precision.name}), {session.info['parameters']:,} "
+            f"parameters, global batch {session.info['global_batch']:,} sequences "
+            f"({t.batch_size} × {t.grad_accum} accumulated × {world.size} process{'es' if world.size > 1 else ''})")
+
+
+def _drain(session, should_stop):
+    from gptiny_cli.train import run
+
+    *_, finished = run(session, should_stop)
+    return finished
+
+
+def _resume_command(session) -> str:
+    nproc = f" --nproc {session.world.size}" if session.world.size > 1 else ""
+    return f"gptiny train --resume {session.run_dir}{nproc}"
 
 
 def _exit_code(signum: int | None) -> int:
@@ -161,14 +193,15 @@ def _exit_code(signum: int | None) -> int:
     return 143 if signum == signal.SIGTERM else 130
 
 
-def _stopped_at_once(run_dir: Path, signum: int | None) -> None:
+def _stopped_at_once(session, signum: int | None) -> None:
     """A second Ctrl-C (or the first, outside the graceful window): exit now, the last checkpoint intact."""
     from gptiny_cli.manifest import saved_step
 
-    step = saved_step(run_dir)
-    kept = "nothing was saved yet" if step is None else f"the checkpoint of iteration {step} is kept"
-    err.print(f"[yellow]stopped at once[/]; {kept}. Resume with: gptiny train --resume {run_dir}",
-              highlight=False, soft_wrap=True)
+    if session.world.is_main:
+        step = saved_step(session.run_dir)
+        kept = "nothing was saved yet" if step is None else f"the checkpoint of iteration {step} is kept"
+        err.print(f"[yellow]stopped at once[/]; {kept}. Resume with: {_resume_command(session)}",
+                  highlight=False, soft_wrap=True)
     raise typer.Exit(_exit_code(signum))
 
 
@@ -213,7 +246,7 @@ def _report_end(session, finished, signum: int | None) -> None:
     run_dir = session.run_dir
     if finished.status == "interrupted":
         err.print(f"[yellow]interrupted[/] at iteration {finished.iter}; saved in {run_dir}. "
-                  f"Resume with: gptiny train --resume {run_dir}", highlight=False, soft_wrap=True)
+                  f"Resume with: {_resume_command(session)}", highlight=False, soft_wrap=True)
         raise typer.Exit(_exit_code(signum))
     final = f", whole-split val loss {finished.final_val_loss:.4f}" if finished.final_val_loss else ""
     stopped = " (stopped early: no improvement)" if finished.early_stopped else ""

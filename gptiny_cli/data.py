@@ -209,6 +209,19 @@ def load_corpus(directory: Path) -> Corpus:
     return Corpus(directory, vocab, meta, train, val)
 
 
+def step_seed(seed: int, step: int, index: int, stream: str) -> int:
+    """A 64-bit seed for one ``stream`` ("batch", "dropout") of micro-batch ``index`` of a step.
+
+    Every random draw of a training step is a function of (seed, step, micro-batch index) and
+    of nothing that came before. So the micro-batch with global index g (rank × grad_accum +
+    micro-step) is the same whichever process draws it: one process accumulating 2
+    micro-batches trains on exactly the data two processes with 1 each do, and a resumed run,
+    on any number of processes, continues with exactly the batches it would have drawn.
+    """
+    digest = hashlib.blake2b(f"{seed}:{step}:{index}:{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
 def get_batch(
     tokens: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:

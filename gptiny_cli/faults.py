@@ -6,13 +6,15 @@ command that carries on from it.
 
 from __future__ import annotations
 
+import math
 import os
+import signal
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import torch
 
-from gptiny_cli import manifest, runs
+from gptiny_cli import distributed, manifest, runs
 from gptiny_cli.errors import GptinyError
 
 if TYPE_CHECKING:
@@ -23,6 +25,13 @@ def nan_at() -> int | None:
     """Tests make the loss of the step that reaches iteration N NaN with GPTINY_FAULT_NAN_AT=N."""
     value = os.environ.get("GPTINY_FAULT_NAN_AT")
     return int(value) if value else None
+
+
+def kill_if_asked(s: Session) -> None:
+    """Tests kill one rank at iteration N with GPTINY_FAULT_KILL=RANK:N (on a job's first attempt only)."""
+    value = os.environ.get("GPTINY_FAULT_KILL")
+    if value and s.world.restart == 0 and value == f"{s.world.rank}:{s.iter}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def kept(s: Session) -> str:
@@ -41,6 +50,9 @@ class LossWatch:
 
     def check(self, s: Session) -> None:
         at = int(self.first_bad.item())
+        if s.world.size > 1:  # one verdict for all ranks, or the healthy ones would wait for the others
+            earliest = s.world.min(at if at >= 0 else math.inf)
+            at = int(earliest) if math.isfinite(earliest) else -1
         if at >= 0:
             raise diverged(s, at)
 
@@ -88,9 +100,12 @@ def record_end(s: Session, err: BaseException) -> BaseException:
     if saved is not None:
         s.info["iters"] = saved  # a save cut short by a second Ctrl-C may have completed after all
     try:
-        runs.write_run_info(s.run_dir, s.info)
+        if s.world.is_main:
+            runs.write_run_info(s.run_dir, s.info)
     except OSError:
         pass  # a full disk must not hide the error that brought us here
     if isinstance(err, OSError):  # metrics or run.json on a full disk
         return cannot_write(s, err)
+    if s.world.size > 1 and not oom and distributed.lost_peer(err):
+        return distributed.lost_peer_error(err)
     return out_of_memory(s) if oom else err

@@ -3,7 +3,7 @@
     <run>/checkpoint/
         model.safetensors        the weights with the best validation loss so far
         model-last.safetensors   the weights at the checkpoint's step
-        state.safetensors        optimizer moments and RNG states
+        state.safetensors        optimizer moments
         state.json               step, best val loss, schedule position, ...
         manifest.json            written last: format, step, size and sha256 of each file,
                                  the config and vocabulary fingerprints

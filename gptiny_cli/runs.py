@@ -84,6 +84,19 @@ def resolve_run(spec: str, runs_dir: Path) -> Path:
     return path
 
 
+def find_job_run(runs_dir: Path, run_id: str) -> Path | None:
+    """The most recently started run created by the torchrun job with this rendezvous id."""
+    runs_dir = Path(runs_dir)
+    found = []
+    for path in runs_dir.iterdir() if runs_dir.is_dir() else ():
+        try:
+            if (path / "run.json").is_file() and read_run_info(path).get("elastic_run_id") == run_id:
+                found.append(path)
+        except GptinyError:
+            continue  # a damaged run.json is not the run we look for
+    return max(found, key=_started, default=None)
+
+
 class MetricsLog:
     """Appends one JSON object per line and flushes, so a crash loses at most the line in flight."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,10 +13,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from gptiny_cli import atomic, manifest, runs, state
+from gptiny_cli import atomic, distributed, manifest, runs, state
 from gptiny_cli.config import RunConfig, config_from_dict, parse_override, read_toml
 from gptiny_cli.data import Corpus, load_corpus
-from gptiny_cli.device import Precision, peak_flops, pick_device, resolve_precision
+from gptiny_cli.device import Precision, peak_flops, resolve_precision
+from gptiny_cli.distributed import World
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.model import build_model
 from gptiny_cli.optim import make_optimizer
@@ -40,9 +41,10 @@ class Session:
     corpus: Corpus
     model: nn.Module  # the module whose weights are saved
     forward: nn.Module  # the module that runs (compiled or not)
+    ddp: nn.Module | None  # ``forward`` wrapped in DistributedDataParallel when several processes train
+    world: World
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
-    batch_gen: torch.Generator
     info: dict
     flops_per_token: float
     peak_flops: float
@@ -50,15 +52,16 @@ class Session:
     best_val: float = math.inf
     evals_since_best: int = 0
     elapsed_s: float = 0.0
-    metrics: runs.MetricsLog | None = field(default=None, repr=False)
-    lock: RunLock | None = field(default=None, repr=False)
+    metrics: runs.MetricsLog | None = field(default=None, repr=False)  # rank 0's only
+    lock: RunLock | None = field(default=None, repr=False)  # rank 0's only
 
     def close(self) -> None:
-        """Release what the session holds open: the metrics file and the run lock."""
+        """Release what the session holds open: the metrics file, the run lock and the DDP wrapper."""
         if self.metrics:
             self.metrics.close()
         if self.lock:
             self.lock.release()
+        self.ddp = None  # see distributed.shutdown
 
 
 def check_config_against_data(config: RunConfig, corpus: Corpus) -> None:
@@ -80,19 +83,22 @@ def _maybe_compile(model: nn.Module, setting: bool | str, device: torch.device) 
     return torch.compile(model) if wanted else model
 
 
-def _build(config: RunConfig, device: str, run_dir: Path, info: dict) -> Session:
+def _build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Session:
     corpus = load_corpus(Path(config.data.path))
     check_config_against_data(config, corpus)
-    dev = pick_device(device)
+    dev = world.device
     precision = resolve_precision(config.train.dtype, dev)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(config.train.seed)
+    torch.manual_seed(config.train.seed)  # the same initial weights on every rank
     model = build_model(config.model, corpus.vocab.size).to(dev)
     counts = count_params(model)
+    t = config.train
     info.update(device=str(dev), dtype=precision.name, torch_version=torch.__version__,
-                parameters=counts.total, max_iters=config.train.max_iters)
+                parameters=counts.total, max_iters=t.max_iters, world_size=world.size,
+                grad_accum=t.grad_accum, global_batch=t.batch_size * t.grad_accum * world.size)
+    forward = _maybe_compile(model, t.compile, dev)
     return Session(
         config=config,
         run_dir=run_dir,
@@ -100,10 +106,11 @@ def _build(config: RunConfig, device: str, run_dir: Path, info: dict) -> Session
         precision=precision,
         corpus=corpus,
         model=model,
-        forward=_maybe_compile(model, config.train.compile, dev),
-        optimizer=make_optimizer(model, config.train, dev),
+        forward=forward,
+        ddp=distributed.wrap(forward, world),
+        world=world,
+        optimizer=make_optimizer(model, t, dev),
         scaler=torch.amp.GradScaler(dev.type) if precision.uses_scaler else None,
-        batch_gen=torch.Generator().manual_seed(config.train.seed),
         info=info,
         flops_per_token=flops_per_token(config.model, counts.non_embedding),
         peak_flops=peak_flops(dev, precision.dtype),
@@ -115,28 +122,79 @@ def _now() -> str:
 
 
 def setup(
-    config: RunConfig, *, device: str = "auto", runs_dir: Path = Path("runs"), name: str = "run"
+    config: RunConfig, *, device: str = "auto", runs_dir: Path = Path("runs"), name: str = "run",
+    world: World | None = None, run_dir: Path | None = None,
 ) -> Session:
-    """Check inputs, build the model and optimizer, then create the run directory."""
+    """Check inputs, build the model and optimizer, then create the run directory.
+
+    ``run_dir`` names the directory instead of a new one under ``runs_dir``. With several
+    processes every rank builds the same session (``world`` replaces ``device``); rank 0
+    alone creates the directory, writes to it and tells the others where it is.
+    """
+    world = world or distributed.single(device)
     info = {"status": "running", "name": name, "started_at": _now(), "ended_at": None,
             "data": config.data.path, "iters": 0, "best_val_loss": None, "final_val_loss": None}
+    if world.run_id:
+        info["elastic_run_id"] = world.run_id  # how a restarted job finds its run again
     # Build first: a bad config or missing data must not leave an empty run directory behind.
-    session = _build(config, device, Path(), info)
-    run_dir = session.run_dir = runs.create_run_dir(runs_dir, name)
+    session = _build(config, world, Path(), info)
+    if world.is_main:
+        session.run_dir = runs.create_run_dir(runs_dir, name) if run_dir is None else _claim(Path(run_dir), config)
+        _open_new(session, fresh=run_dir is None)
+    session.run_dir = Path(world.broadcast(str(session.run_dir)))
+    return session
+
+
+def _open_new(session: Session, fresh: bool) -> None:
+    """Lock the new run's directory and write its first files."""
+    run_dir = session.run_dir
     try:
         session.lock = RunLock(run_dir)
+        if not fresh:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # of a start that failed before its first save
         manifest.preflight(run_dir, _checkpoint_bytes(session.model))
-        atomic.write_text(run_dir / "config.toml", config.to_toml())
+        atomic.write_text(run_dir / "config.toml", session.config.to_toml())
         atomic.write_json(run_dir / "vocab.json", session.corpus.vocab.to_json())
-        runs.write_run_info(run_dir, info)
+        runs.write_run_info(run_dir, session.info)
         session.metrics = runs.MetricsLog(run_dir / "metrics.jsonl")
     except (GptinyError, OSError) as err:
         session.close()
-        shutil.rmtree(run_dir, ignore_errors=True)  # it is new and holds nothing of value
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)  # it is new and holds nothing of value
         if isinstance(err, OSError):
             raise GptinyError(f"cannot write to {run_dir}: {err.strerror}") from None
         raise
-    return session
+
+
+def _claim(run_dir: Path, config: RunConfig) -> Path:
+    """A named run directory without a checkpoint: created, or taken over from a start that failed early."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GptinyError(f"cannot create run directory {run_dir}: {err.strerror}") from None
+    if (run_dir / "config.toml").is_file():
+        same_run(run_dir, config)
+    elif any(run_dir.iterdir()):
+        raise GptinyError(f"{run_dir} is not empty and holds no gptiny run; name a new or empty run directory")
+    return run_dir
+
+
+def same_run(run_dir: Path, config: RunConfig) -> dict[str, Any]:
+    """The resumable keys in which ``config`` differs from the run's stored config, or an error
+    naming the others: with those, ``config`` would train a different run."""
+    stored = config_from_dict(read_toml(run_dir / "config.toml"))
+    ours, theirs = manifest.identity(config), manifest.identity(stored)
+    changed = [f"{key} ({theirs.get(key)!r} there, {ours.get(key)!r} here)"
+               for key in sorted(set(ours) | set(theirs)) if ours.get(key) != theirs.get(key)]
+    if changed:
+        raise GptinyError(f"{run_dir} holds a run with a different config: {', '.join(changed)}; "
+                          "name another run directory or give the same config")
+    now, before = _flat(config), _flat(stored)
+    return {key: now[key] for key in sorted(manifest.RESUMABLE & now.keys()) if now[key] != before.get(key)}
+
+
+def _flat(config: RunConfig) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in config.to_dict().items() for key, value in values.items()}
 
 
 def _checkpoint_bytes(model: nn.Module) -> int:
@@ -176,40 +234,82 @@ def _finished_message(session: Session, info: dict, changes: dict[str, Any]) -> 
     return None
 
 
-def resume(run_dir: Path, *, overrides: list[str] = (), device: str = "auto") -> Session:
+def fit_world(config: RunConfig, info: dict, world_size: int, run_dir: Path) -> RunConfig:
+    """The config with ``grad_accum`` set so that the run's global batch stays what it was.
+
+    A step takes ``grad_accum × world_size`` micro-batches; on a different number of
+    processes each takes an equal share of them, which is possible when they divide evenly.
+    """
+    t, before = config.train, int(info.get("world_size", 1))
+    if before == world_size:
+        return config
+    micro = t.grad_accum * before
+    if micro % world_size:
+        divisors = [str(n) for n in range(1, micro + 1) if micro % n == 0]
+        options = " or ".join([", ".join(divisors[:-1]), divisors[-1]] if len(divisors) > 1 else divisors)
+        raise GptinyError(
+            f"{run_dir} takes {micro} micro-batches of {t.batch_size} sequences per step (a global batch of "
+            f"{micro * t.batch_size}), which {world_size} processes cannot share evenly; resume it on "
+            f"{options} processes, or choose a new batch with --set train.grad_accum=N"
+        )
+    return replace(config, train=replace(t, grad_accum=micro // world_size))
+
+
+def resume(
+    run_dir: Path, *, overrides: list[str] = (), device: str = "auto", world: World | None = None,
+    config: RunConfig | None = None,
+) -> Session:
     """Rebuild a session from a run directory, exactly where its last checkpoint left it.
 
-    Raises AlreadyComplete, having changed nothing, when the run has nothing left to do.
+    ``config``, when given, must be the run's own (``same_run``) and replaces ``overrides``.
+    On a different number of processes the global batch stays the same (``fit_world``) unless
+    the overrides set ``train.grad_accum``. Every rank reads the run directory (it must be on a
+    filesystem they all see); rank 0 alone locks it and writes to it. Raises AlreadyComplete,
+    having changed nothing, when the run has nothing left to do.
     """
+    world = world or distributed.single(device)
     run_dir = Path(run_dir)
     runs.require_files(run_dir)
-    lock = RunLock(run_dir)
+    lock = RunLock(run_dir) if world.is_main else None
     try:
-        config, changes = _resume_config(run_dir, list(overrides))
+        if config is None:
+            config, changes = _resume_config(run_dir, list(overrides))
+        else:
+            changes = same_run(run_dir, config)
         info = runs.read_run_info(run_dir)
-        session = _build(config, device, run_dir, info)
+        if "train.grad_accum" not in changes:
+            fitted = fit_world(config, info, world.size, run_dir)
+            if fitted is not config:
+                config, changes = fitted, {**changes, "train.grad_accum": fitted.train.grad_accum}
+        session = _build(config, world, run_dir, info)
         session.lock = lock
         state.load_checkpoint(session)
         message = _finished_message(session, info, changes)
         if message:
             raise AlreadyComplete(message)
-        _reopen(session, changes)
+        world.barrier()  # every rank has read the checkpoint before rank 0 tidies the directory
+        if world.is_main:
+            _reopen(session, changes)
     except BaseException:
-        lock.release()
+        if lock:
+            lock.release()
         raise
     return session
 
 
 def _reopen(session: Session, changes: dict[str, Any]) -> None:
     """Make the run directory ready to go on: debris of a killed save gone, config and run.json updated."""
-    run_dir, info = session.run_dir, session.info
+    run_dir, info, world = session.run_dir, session.info, session.world
     manifest.preflight(run_dir, _checkpoint_bytes(session.model))
     try:
         manifest.recover(run_dir)
         if changes:
             atomic.write_text(run_dir / "config.toml", session.config.to_toml())
         _truncate_metrics(run_dir / "metrics.jsonl", session.iter)
-        info.setdefault("resumes", []).append({"at_iter": session.iter, "time": _now(), "overrides": changes})
+        entry = {"at_iter": session.iter, "time": _now(), "overrides": changes, "world_size": world.size}
+        if world.restart:
+            entry["restart"] = world.restart
+        info.setdefault("resumes", []).append(entry)
         info.pop("error", None)
         info.update(status="running", ended_at=None, early_stopped=False,
                     max_iters=session.config.train.max_iters, data=session.config.data.path)

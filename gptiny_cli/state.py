@@ -1,8 +1,8 @@
 """A session's checkpoint: everything exact resume needs, saved and restored without pickle.
 
-``state.safetensors`` holds the optimizer moments, by parameter name, and the RNG states
-(torch's CPU and CUDA generators, which dropout draws from, and the generator that draws
-the batches) as byte tensors. ``state.json`` holds the rest: step, best val loss and the
+``state.safetensors`` holds the optimizer moments, by parameter name. No random generator
+state is needed: every random draw of a step (its batches and its dropout) is seeded by the
+step itself (``data.step_seed``). ``state.json`` holds the rest: step, best val loss and the
 evaluations since it, the learning rate the schedule gives the next step, elapsed time
 and the loss scaler. The weights and the manifest that ties them together are
 ``checkpoint`` and ``manifest``'s business.
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from gptiny_cli.session import Session
 
 FORMAT = 1
-RNG_KEYS = ("rng.torch", "rng.batches")
 
 
 def _param_names(model: torch.nn.Module) -> dict[int, str]:
@@ -41,9 +40,7 @@ def next_lr(s: Session) -> float:
 
 
 def state_tensors(s: Session) -> dict[str, torch.Tensor]:
-    tensors = {"rng.torch": torch.get_rng_state(), "rng.batches": s.batch_gen.get_state()}
-    if s.device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(s.device)
+    tensors = {}
     names = _param_names(s.model)
     for group in s.optimizer.param_groups:
         for param in group["params"]:
@@ -107,7 +104,6 @@ def load_checkpoint(s: Session) -> None:
         raise GptinyError(f"{ckpt / manifest.STATE_META} is for iteration {meta['iter']}, the manifest for "
                           f"{recorded['step']}")
     tensors = _read_state_tensors(ckpt / manifest.STATE_TENSORS, s, meta["iter"])
-    _restore_rng(s, tensors, ckpt / manifest.STATE_TENSORS)
     _restore_optimizer(s, tensors)
     s.iter = meta["iter"]
     s.best_val = math.inf if meta["best_val"] is None else float(meta["best_val"])
@@ -136,20 +132,18 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 
 def _expected_state(s: Session, entries: checkpoint.Entries) -> checkpoint.Entries:
-    """What a state file for this session may hold: RNG states (bytes) and each parameter's moments."""
+    """What a state file for this session may hold: each parameter's moments."""
     params = dict(s.model.named_parameters())
     expected: checkpoint.Entries = {}
     for key, (shape, _) in entries.items():
-        if key in (*RNG_KEYS, "rng.cuda"):
-            expected[key] = (shape, "U8")  # a generator's state is bytes, of a length torch decides
+        if key.startswith("rng."):
+            expected[key] = (shape, "U8")  # generator states that checkpoints before per-step seeding carry
         elif key.startswith("optim."):
             name, _, slot = key.removeprefix("optim.").rpartition(".")
             if name in params:
                 param = params[name]
                 scalar = slot == "step"  # AdamW counts steps in a float32 scalar
                 expected[key] = ((), "F32") if scalar else (tuple(param.shape), checkpoint.dtype_name(param.dtype))
-    for key in RNG_KEYS:
-        expected.setdefault(key, ((), "U8"))  # so that an absent one is reported missing
     return expected
 
 
@@ -182,16 +176,6 @@ def _read_state_tensors(path: Path, s: Session, step: int) -> dict[str, torch.Te
     if missing:
         raise GptinyError(f"{path} does not match this model's training state: missing {', '.join(missing)}")
     return checkpoint.read_tensors(path)
-
-
-def _restore_rng(s: Session, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    try:
-        torch.set_rng_state(tensors["rng.torch"])
-        s.batch_gen.set_state(tensors["rng.batches"])
-        if s.device.type == "cuda" and "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"], s.device)
-    except (RuntimeError, ValueError) as err:
-        raise GptinyError(f"{path} holds an invalid random generator state: {err}") from None
 
 
 def _restore_optimizer(s: Session, tensors: dict[str, torch.Tensor]) -> None:

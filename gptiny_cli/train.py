@@ -3,6 +3,10 @@
 The loop never prints. It yields StepStats, EvalStats and finally Finished; the
 CLI turns them into a live display. Everything that must outlive the process
 (weights, training state, metrics, run.json) is written as it goes.
+
+With several processes (``Session.world``) every rank runs the same loop in lockstep:
+gradients are averaged by DDP, reported losses are averaged over ranks, and only rank 0
+writes files; the others yield the same events, which nobody shows.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gptiny_cli import checkpoint, faults, manifest, runs, state
-from gptiny_cli.data import get_batch, sequential_batches
+from gptiny_cli import checkpoint, distributed, faults, manifest, runs, state
+from gptiny_cli.data import get_batch, sequential_batches, step_seed
 from gptiny_cli.device import Precision
 from gptiny_cli.model import build_model
 from gptiny_cli.schedule import learning_rate
@@ -67,20 +71,23 @@ def estimate_loss(s: Session) -> tuple[float, float]:
     """Mean loss over ``eval_iters`` random batches of each split, in eval mode.
 
     The batches come from a generator seeded by the step, so an estimate does not depend on
-    how the run got there (straight through or resumed).
+    how the run got there (straight through or resumed). Ranks share the batches out and sum
+    their losses, so the estimate is the same on any number of processes.
     """
-    t, m = s.config.train, s.config.model
+    t, m, world = s.config.train, s.config.model, s.world
     s.forward.eval()
-    means = []
+    totals = []
     for split in (s.corpus.train, s.corpus.val):
         gen = torch.Generator().manual_seed(t.seed * 1_000_003 + s.iter)
         total = 0.0
-        for _ in range(t.eval_iters):
+        for i in range(t.eval_iters):
             x, y = get_batch(split, t.batch_size, m.block_size, gen)
-            total += _loss(s.forward, x.to(s.device), y.to(s.device), s.precision).item()
-        means.append(total / t.eval_iters)
+            if i % world.size == world.rank:
+                total += _loss(s.forward, x.to(s.device), y.to(s.device), s.precision).item()
+        totals.append(total)
     s.forward.train()
-    return means[0], means[1]
+    train_total, val_total = world.sum(totals)
+    return train_total / t.eval_iters, val_total / t.eval_iters
 
 
 @torch.no_grad()
@@ -99,9 +106,11 @@ def full_split_loss(
 
 
 def train_step(s: Session, poison: bool = False) -> tuple[torch.Tensor, float]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns (loss, lr).
+    """One optimizer step over ``grad_accum`` micro-batches on each rank; returns (this rank's loss, lr).
 
-    ``poison`` makes the loss NaN, as a diverging run's would be (fault injection for tests).
+    Micro-step k of rank r is micro-batch r × grad_accum + k of the step: its data and its
+    dropout are seeded by that index (``step_seed``), whoever computes it. ``poison`` makes
+    the loss NaN, as a diverging run's would be (fault injection for tests).
     """
     t, m = s.config.train, s.config.model
     lr = learning_rate(
@@ -111,12 +120,17 @@ def train_step(s: Session, poison: bool = False) -> tuple[torch.Tensor, float]:
     for group in s.optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
     total = torch.zeros((), device=s.device)
-    for _ in range(t.grad_accum):
-        x, y = get_batch(s.corpus.train, t.batch_size, m.block_size, s.batch_gen)
-        loss = _loss(s.forward, x.to(s.device), y.to(s.device), s.precision) / t.grad_accum
-        if poison:
-            loss = loss * math.nan
-        (s.scaler.scale(loss) if s.scaler else loss).backward()
+    module = s.ddp or s.forward
+    for k in range(t.grad_accum):
+        index = s.world.rank * t.grad_accum + k
+        gen = torch.Generator().manual_seed(step_seed(t.seed, s.iter, index, "batch"))
+        x, y = get_batch(s.corpus.train, t.batch_size, m.block_size, gen)
+        torch.manual_seed(step_seed(t.seed, s.iter, index, "dropout"))
+        with distributed.sync_gradients(s.ddp, now=k == t.grad_accum - 1):
+            loss = _loss(module, x.to(s.device), y.to(s.device), s.precision) / t.grad_accum
+            if poison:
+                loss = loss * math.nan
+            (s.scaler.scale(loss) if s.scaler else loss).backward()
         total += loss.detach()
     if s.scaler:
         s.scaler.unscale_(s.optimizer)
@@ -138,6 +152,8 @@ def _save(s: Session, best: bool, watch: faults.LossWatch) -> None:
     finite = torch.stack([p.isfinite().all() for p in s.model.parameters()]).all()
     if not finite.item():
         raise faults.diverged(s, s.iter)
+    if not s.world.is_main:
+        return
     try:
         state.save_checkpoint(s, best)
         s.info.update(iters=s.iter, best_val_loss=None if math.isinf(s.best_val) else s.best_val)
@@ -156,24 +172,35 @@ def _evaluate(s: Session, watch: faults.LossWatch) -> EvalStats:
         s.best_val, s.evals_since_best = val_loss, 0
     else:
         s.evals_since_best += 1
-    c = s.config
-    tokens_seen = s.iter * c.train.batch_size * c.train.grad_accum * c.model.block_size
+    tokens_seen = s.iter * _tokens_per_step(s)
     stats = EvalStats(s.iter, train_loss, val_loss, s.elapsed_s, tokens_seen / len(s.corpus.train), is_best)
-    s.metrics.write({"iter": s.iter, "train_loss": train_loss, "val_loss": val_loss,
-                     "elapsed_s": round(s.elapsed_s, 3), "epoch": round(stats.epoch, 4)})
+    _write_metrics(s, {"iter": s.iter, "train_loss": train_loss, "val_loss": val_loss,
+                       "elapsed_s": round(s.elapsed_s, 3), "epoch": round(stats.epoch, 4)})
     _save(s, is_best, watch)
     return stats
+
+
+def _tokens_per_step(s: Session) -> int:
+    """Tokens in one optimizer step over all ranks: the global batch times the block size."""
+    t = s.config.train
+    return t.batch_size * t.grad_accum * s.world.size * s.config.model.block_size
+
+
+def _write_metrics(s: Session, row: dict) -> None:
+    if s.metrics is not None:  # rank 0's only
+        s.metrics.write(row)
 
 
 def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, seconds: float,
               watch: faults.LossWatch) -> StepStats:
     watch.check(s)
-    value = loss.item()
+    value = s.world.mean(loss.item())  # the loss of the whole global batch
     tps = tokens / seconds if seconds > 0 else 0.0
-    mfu = tps * s.flops_per_token / s.peak_flops if s.peak_flops else 0.0
+    # MFU is per device: the job's throughput over the peak of all its devices.
+    mfu = tps * s.flops_per_token / (s.peak_flops * s.world.size) if s.peak_flops else 0.0
     stats = StepStats(s.iter, value, lr, tps, mfu)
-    s.metrics.write({"iter": s.iter, "loss": value, "lr": lr,
-                     "tokens_per_sec": round(tps, 1), "mfu": round(mfu, 4)})
+    _write_metrics(s, {"iter": s.iter, "loss": value, "lr": lr,
+                       "tokens_per_sec": round(tps, 1), "mfu": round(mfu, 4)})
     return stats
 
 
@@ -194,7 +221,7 @@ def run(s: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator
 
 def _loop(s: Session, should_stop: Callable[[], bool]) -> Iterator[Event]:
     t = s.config.train
-    tokens_per_step = t.batch_size * t.grad_accum * s.config.model.block_size
+    tokens_per_step = _tokens_per_step(s)
     resumed_at = s.iter if s.iter > 0 else None
     watch, nan_at = faults.LossWatch(s.device), faults.nan_at()
     early_stopped, interrupted = False, False
@@ -210,11 +237,12 @@ def _loop(s: Session, should_stop: Callable[[], bool]) -> Iterator[Event]:
                 early_stopped = True
         if s.iter >= t.max_iters or early_stopped:
             break
-        if should_stop():
+        if _stop_agreed(s, should_stop):
             interrupted = True
             _save(s, False, watch)
             break
         loss, lr = train_step(s, poison=s.iter + 1 == nan_at)
+        faults.kill_if_asked(s)
         watch.record(loss, s.iter)
         window_steps += 1
         if s.iter % t.log_interval == 0:
@@ -226,9 +254,20 @@ def _loop(s: Session, should_stop: Callable[[], bool]) -> Iterator[Event]:
     yield _finish(s, interrupted, early_stopped)
 
 
+def _stop_agreed(s: Session, should_stop: Callable[[], bool]) -> bool:
+    """Whether to stop before this step, the same answer on every rank.
+
+    Agreeing costs a collective and, on GPUs, a wait for the device, so several processes ask
+    only on logging steps: a stop request then takes effect within ``log_interval`` steps.
+    """
+    if s.world.size == 1:
+        return should_stop()
+    return s.iter % s.config.train.log_interval == 0 and s.world.any(should_stop())
+
+
 def _finish(s: Session, interrupted: bool, early_stopped: bool) -> Finished:
     final = None
-    if not interrupted:
+    if not interrupted and s.world.is_main:
         best = build_model(s.config.model, s.corpus.vocab.size).to(s.device)
         checkpoint.load_weights(manifest.locate(s.run_dir) / manifest.BEST, best)
         c = s.config
@@ -243,5 +282,6 @@ def _finish(s: Session, interrupted: bool, early_stopped: bool) -> Finished:
         early_stopped=early_stopped,
         train_seconds=round(s.elapsed_s, 2),
     )
-    runs.write_run_info(s.run_dir, s.info)
+    if s.world.is_main:
+        runs.write_run_info(s.run_dir, s.info)
     return Finished(s.info["status"], s.iter, s.best_val, final, early_stopped)

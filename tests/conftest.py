@@ -27,6 +27,7 @@ def in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("GPTINY_FAULT_NAN_AT", raising=False)
+    monkeypatch.delenv("GPTINY_FAULT_KILL", raising=False)
     return tmp_path
 
 
@@ -78,6 +79,6 @@ def write_config(path: Path, raw: dict) -> Path:
 
 def cli_env() -> dict[str, str]:
     """Environment for a gptiny subprocess: one math thread, no inherited fault injection."""
-    env = {k: v for k, v in os.environ.items() if k != "GPTINY_FAULT_NAN_AT"}
+    env = {k: v for k, v in os.environ.items() if k not in ("GPTINY_FAULT_NAN_AT", "GPTINY_FAULT_KILL")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env

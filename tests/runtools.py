@@ -26,7 +26,7 @@ def long_raw(data_dir: Path, **train_keys: object) -> dict:
     keys = {"lr_decay": "constant", "max_iters": 1_000_000, "log_interval": 1, "eval_interval": 10,
             "checkpoint_interval": 3, **train_keys}
     raw = tiny_raw(data_dir, **keys)
-    raw["model"]["dropout"] = 0.1  # dropout draws from torch's RNG, whose state must be restored too
+    raw["model"]["dropout"] = 0.1  # dropout is random too: a resumed run must draw the same masks
     return raw
 
 
@@ -68,7 +68,7 @@ def assert_same_tensors(a: Path, b: Path) -> None:
 
 
 def assert_same_run(straight: Path, other: Path) -> None:
-    """The final weights (last and best), optimizer moments and RNG states, and every logged loss."""
+    """The final weights (last and best), optimizer moments, and every logged loss."""
     for name in ("model-last.safetensors", "model.safetensors", "state.safetensors"):
         assert_same_tensors(straight / CHECKPOINT / name, other / CHECKPOINT / name)
     assert losses(straight) == losses(other)

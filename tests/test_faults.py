@@ -83,7 +83,7 @@ def test_a_diverged_run_resumes_from_its_last_good_checkpoint_with_a_lower_learn
     info = run_info(the_run())
     assert info["status"] == "completed" and info["iters"] == 20 and "error" not in info
     assert info["resumes"] == [{"at_iter": 2, "time": info["resumes"][0]["time"],
-                                "overrides": {"train.learning_rate": 0.001}}]
+                                "overrides": {"train.learning_rate": 0.001}, "world_size": 1}]
 
 
 # Out of memory, in a child process with a capped address space
@@ -325,12 +325,10 @@ def test_weights_that_do_not_fit_the_config_are_refused_naming_the_tensor(run_di
     ("change", "message"),
     [
         (lambda t: t.pop("optim.head.bias.exp_avg"), "missing optim.head.bias.exp_avg"),
-        (lambda t: t.pop("rng.torch"), "missing rng.torch"),
         (lambda t: t.update({"optim.nothing.exp_avg": torch.zeros(2)}), "unexpected optim.nothing.exp_avg"),
         (lambda t: t.update({"optim.head.bias.exp_avg": torch.zeros(3)}), "optim.head.bias.exp_avg is F32[3]"),
-        (lambda t: t.update({"rng.torch": torch.zeros(3, dtype=torch.uint8)}), "invalid random generator state"),
     ],
-    ids=["missing-moment", "missing-rng", "unexpected", "shape", "bad-rng"],
+    ids=["missing-moment", "unexpected", "shape"],
 )
 def test_training_state_that_does_not_fit_the_model_is_refused_naming_the_tensor(run_dir, change, message):
     path = run_dir / CHECKPOINT / "state.safetensors"
