@@ -37,6 +37,8 @@ def sample(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sample: text, tokens, "
                                                           "tokens_per_second, stopped.")] = False,
     kv_cache: Annotated[bool, typer.Option(help="Reuse keys and values (--no-kv-cache: the plain loop).")] = True,
+    precision: Annotated[str, typer.Option(help="Weights for generation: float32, bfloat16, int8 (CPU), or auto: "
+                                                "int8 on a CPU, float32 elsewhere.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     runs_dir: RUNS_DIR = Path("runs"),
 ) -> None:
@@ -48,6 +50,7 @@ def sample(
     import torch
 
     from gptiny_cli.device import pick_device
+    from gptiny_cli.inference import auto_precision, for_inference
     from gptiny_cli.runs import load_run, resolve_run
     from gptiny_cli.sample import SampleText, generate
 
@@ -64,7 +67,7 @@ def sample(
             source = "--prompt-file" if prompt_file else "--prompt"
             raise GptinyError(f"{source} has characters this run's vocabulary lacks: {''.join(unknown)!r}")
         dev = pick_device(device)
-        model = loaded.model.to(dev)
+        model = for_inference(loaded.model, auto_precision(dev) if precision == "auto" else precision, dev)
     generator = torch.Generator(device=dev)
     if seed is not None:
         generator.manual_seed(seed)
