@@ -17,7 +17,9 @@ run in each number format.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,7 +49,9 @@ def cpu_name() -> str:
 
 
 def gptiny(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "gptiny_cli", *args], check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-m", "gptiny_cli", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"gptiny {' '.join(args)} failed:\n{done.stderr}")
 
 
 def make_run(config: Path, corpus: Path, tmp: Path) -> Path:
@@ -60,6 +64,26 @@ def make_run(config: Path, corpus: Path, tmp: Path) -> Path:
     return run_dir
 
 
+class OtherLoad:
+    """How busy other processes kept the machine's cores meanwhile (the figures need it near 0)."""
+
+    def __enter__(self) -> OtherLoad:
+        self.start = self._busy_and_own()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        (busy0, own0, t0), (busy1, own1, t1) = self.start, self._busy_and_own()
+        self.share = max(0.0, (busy1 - busy0) - (own1 - own0)) / ((t1 - t0) * (os.cpu_count() or 1))
+
+    @staticmethod
+    def _busy_and_own() -> tuple[float, float, float]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+        me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+        return busy, own, time.monotonic()
+
+
 def chars_per_second(model, tokens: int, batch: int, use_cache: bool) -> float:
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
@@ -69,17 +93,18 @@ def chars_per_second(model, tokens: int, batch: int, use_cache: bool) -> float:
 
 
 def speed_table(model, tokens: int, rounds: int) -> None:
-    variants = {p: for_inference(model, p, CPU) for p in PRECISIONS}
+    """Characters per second of each variant, best of ``rounds`` interleaved rounds."""
+    variants = {f"KV cache, {p}": (for_inference(model, p, CPU), True) for p in PRECISIONS}
+    variants = {"plain loop, float32": (model, False), **variants}
     for batch in (1, 8):
-        plain = max(chars_per_second(model, tokens, batch, False) for _ in range(rounds if batch == 1 else 1))
-        best = dict.fromkeys(PRECISIONS, 0.0)
-        for _ in range(rounds):
-            for name, variant in variants.items():
-                best[name] = max(best[name], chars_per_second(variant, tokens, batch, True))
-        print(f"batch {batch}: plain loop (float32) {plain:,.0f} characters/s")
+        best = dict.fromkeys(variants, 0.0)
+        for round_ in range(rounds):
+            for name, (variant, use_cache) in variants.items():
+                if use_cache or batch == 1 or round_ == 0:  # the plain loop at batch 8 is slow: once
+                    best[name] = max(best[name], chars_per_second(variant, tokens, batch, use_cache))
+        plain = best["plain loop, float32"]
         for name, speed in best.items():
-            print(f"batch {batch}: KV cache, {name:<8} {speed:>7,.0f} characters/s  "
-                  f"({speed / plain:.1f}× the plain loop)")
+            print(f"batch {batch}: {name:<20} {speed:>7,.0f} characters/s  ({speed / plain:4.1f}× the plain loop)")
 
 
 def cached_logits_error(model) -> float:
@@ -138,15 +163,19 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         print(f"model: {args.config.name}, {params:,} parameters; {args.tokens} characters from an empty prompt")
         print(f"cached vs full forward, float32, one block: largest logit difference {cached_logits_error(model):.1e}")
-        speed_table(model, args.tokens, args.rounds)
-        for extra in ((), ("--precision", "float32")):
-            script = Path(sys.executable).parent / "gptiny"
-            walls = timed([str(script), "sample", str(run_dir), "--tokens", "500", "--seed", "0", *extra],
-                          args.repeats)
-            print(f"gptiny sample RUN --tokens 500 {' '.join(extra)}: fastest {min(walls):.2f} s, "
-                  f"median {statistics.median(walls):.2f} s (start-up included)")
-    imports = timed([sys.executable, "-c", "import torch"], args.repeats)
-    print(f"python -c 'import torch': fastest {min(imports):.2f} s")
+        with OtherLoad() as load:
+            speed_table(model, args.tokens, args.rounds)
+        print(f"(other processes kept {load.share:.0%} of the cores busy meanwhile)")
+        with OtherLoad() as load:
+            for extra in ((), ("--precision", "float32")):
+                script = Path(sys.executable).parent / "gptiny"
+                walls = timed([str(script), "sample", str(run_dir), "--tokens", "500", "--seed", "0", *extra],
+                              args.repeats)
+                print(f"gptiny sample RUN --tokens 500 {' '.join(extra)}: fastest {min(walls):.2f} s, "
+                      f"median {statistics.median(walls):.2f} s (start-up included)")
+            imports = timed([sys.executable, "-c", "import torch"], args.repeats)
+            print(f"python -c 'import torch': fastest {min(imports):.2f} s, median {statistics.median(imports):.2f} s")
+        print(f"(other processes kept {load.share:.0%} of the cores busy meanwhile)")
     if args.quality:
         quality(args.quality, args.corpus)
 

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,13 @@ import typer
 
 from gptiny_cli.cli import RUNS_DIR, Which, _user_errors, app, err, out
 from gptiny_cli.errors import GptinyError
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    int8 = "int8"
 
 
 @app.command()
@@ -37,8 +45,8 @@ def sample(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sample: text, tokens, "
                                                           "tokens_per_second, stopped.")] = False,
     kv_cache: Annotated[bool, typer.Option(help="Reuse keys and values (--no-kv-cache: the plain loop).")] = True,
-    precision: Annotated[str, typer.Option(help="Weights for generation: float32, bfloat16, int8 (CPU), or auto: "
-                                                "int8 on a CPU, float32 elsewhere.")] = "auto",
+    precision: Annotated[Precision, typer.Option(
+        help="Number format of the weights for generating; auto: int8 on a CPU, float32 elsewhere.")] = Precision.auto,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     runs_dir: RUNS_DIR = Path("runs"),
 ) -> None:
@@ -67,12 +75,12 @@ def sample(
             source = "--prompt-file" if prompt_file else "--prompt"
             raise GptinyError(f"{source} has characters this run's vocabulary lacks: {''.join(unknown)!r}")
         dev = pick_device(device)
-        model = for_inference(loaded.model, auto_precision(dev) if precision == "auto" else precision, dev)
+        model = for_inference(loaded.model, auto_precision(dev) if precision == "auto" else precision.value, dev)
     generator = torch.Generator(device=dev)
-    if seed is not None:
-        generator.manual_seed(seed)
-    else:
+    if seed is None:
         generator.seed()
+    else:
+        generator.manual_seed(seed)
     start = loaded.vocab.chars.index("\n") if "\n" in loaded.vocab.chars else 0
     err.print(f"sampling {n} characters × {num_samples} from {loaded.weights}", highlight=False)
     steps = generate(model, loaded.vocab.encode(text), n, num_samples=num_samples, temperature=temp, top_k=k,

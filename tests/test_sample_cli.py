@@ -89,12 +89,22 @@ def test_a_tiny_top_p_is_greedy(run_dir):
     assert gptiny("sample", str(run_dir), "--tokens", "30", "--top-p", "1e-9", "--seed", "8").stdout == greedy
 
 
-def test_the_plain_loop_writes_the_same_text_with_rotary_positions(data_dir):
+def test_in_float32_the_plain_loop_writes_the_same_text_with_rotary_positions(data_dir):
     run_dir = train(data_dir, "rope", position="rope")
-    args = ("sample", str(run_dir), "--tokens", "60", "--prompt", "BOB", "--seed", "2", "--num-samples", "2")
+    args = ("sample", str(run_dir), "--tokens", "60", "--prompt", "BOB", "--seed", "2", "--num-samples", "2",
+            "--precision", "float32")
     cached = gptiny(*args)
     assert cached.exit_code == 0, cached.output
     assert gptiny(*args, "--no-kv-cache").stdout == cached.stdout
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8"])
+def test_every_precision_writes_the_asked_characters(data_dir, precision):
+    run_dir = train(data_dir, "wide", n_embd=64, n_head=4)  # int8 needs input sizes in multiples of 32
+    result = gptiny("sample", str(run_dir), "--tokens", "40", "--prompt", "BOB", "--precision", precision)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("BOB") and len(result.stdout) == 3 + 40 + 1
+    assert set(result.stdout) <= set(TINY_TEXT)
 
 
 @pytest.mark.parametrize(
