@@ -10,13 +10,14 @@ channel) and multiplies in bfloat16; everything else is bfloat16. Training never
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.model import GPT, KVCache, Rotary
+from gptiny_cli.model import GPT, Block, KVCache, Rotary
 
 PRECISIONS = ("float32", "bfloat16", "int8")
 
@@ -115,3 +116,11 @@ class Decoder:
             x = x + ffn(ln2(x))
         cache.length += 1
         return self.head(self.ln_f(x))  # (B, V)
+
+
+def one_position(model: nn.Module) -> Callable[[torch.Tensor, KVCache], torch.Tensor]:
+    """How to feed one new token per row (B,) to a cache and get logits (B, V): a Decoder's step
+    for a GPT built of the package's own blocks, else (a model with blocks of its own) its forward."""
+    if type(model) is GPT and all(type(block) is Block for block in model.blocks):
+        return Decoder(model).step
+    return lambda tokens, cache: model(tokens[:, None], cache)[:, -1]

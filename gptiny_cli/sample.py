@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from gptiny_cli.inference import Decoder
+from gptiny_cli.inference import one_position
 from gptiny_cli.model import Bigram
 
 
@@ -158,7 +158,7 @@ def _plain_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample:
 def _cached_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample: Sampler) -> Iterator[torch.Tensor]:
     """Feed the prompt once, then one position per character; refill a full fixed cache."""
     cache = model.new_cache(context.shape[0], context.device, next(model.parameters()).dtype)
-    decoder = Decoder(model)
+    feed = one_position(model)
     logits = model(context, cache)[:, -1]  # (B, V)
     recent = [] if cache.rolling else list(context.unbind(1))  # (B,) per position, for a refill
     for step in range(n_tokens):
@@ -173,7 +173,7 @@ def _cached_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample
         else:
             if not cache.rolling:
                 recent.append(token)
-            logits = decoder.step(token, cache)
+            logits = feed(token, cache)
 
 
 @dataclass

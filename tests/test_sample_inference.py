@@ -92,3 +92,28 @@ def test_unknown_or_misplaced_precisions_are_refused():
         for_inference(tiny(), "int4", CPU)
     with pytest.raises(GptinyError, match="int8 runs on the CPU only"):
         for_inference(tiny(), "int8", torch.device("cuda"))
+
+
+class AttentionOnly(nn.Module):
+    """A block of someone's own making, as in the walkthrough notebook: no feed-forward part."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.ln, self.attn = block.ln1, block.attn
+
+    def forward(self, x, rope=None, cache=None, layer: int = 0):
+        return x + self.attn(self.ln(x), rope, cache, layer)
+
+
+def test_a_gpt_with_blocks_of_its_own_generates_through_its_forward():
+    model = tiny()
+    model.blocks = nn.ModuleList(AttentionOnly(block) for block in model.blocks)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.5)  # every character of the context sways the next
+
+    def sampled(use_cache: bool) -> list[torch.Tensor]:
+        return list(generate(model, [3], BLOCK, num_samples=2, use_cache=use_cache,
+                             generator=torch.Generator().manual_seed(0)))
+
+    assert torch.equal(torch.stack(sampled(True)), torch.stack(sampled(False)))
