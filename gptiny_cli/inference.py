@@ -107,12 +107,13 @@ class Decoder:
         else:
             x = x + self.pos_emb[cache.length]
         for layer, (ln1, qkv, proj, ln2, ffn) in enumerate(self.layers):
-            q, k, v = qkv(ln1(x)).view(B, 3, H, 1, C // H).unbind(1)  # (B, H, 1, D) each
+            qkv_out = qkv(ln1(x)).to(cache.keys.dtype)  # (B, 3C), attention in the cache's dtype
+            q, k, v = qkv_out.view(B, 3, H, 1, C // H).unbind(1)  # (B, H, 1, D) each
             if rope is not None:
                 q, k = rope.rotate(q), rope.rotate(k)
             keys, values = cache.update(layer, k, v)  # (B, H, n, D)
             y = F.scaled_dot_product_attention(q, keys, values)  # (B, H, 1, D)
-            x = x + proj(y.view(B, C))
+            x = x + proj(y.view(B, C).to(x.dtype))
             x = x + ffn(ln2(x))
         cache.length += 1
         return self.head(self.ln_f(x))  # (B, V)

@@ -157,7 +157,8 @@ def _plain_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample:
 
 def _cached_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample: Sampler) -> Iterator[torch.Tensor]:
     """Feed the prompt once, then one position per character; refill a full fixed cache."""
-    cache = model.new_cache(context.shape[0], context.device, next(model.parameters()).dtype)
+    # float32 whatever the weights: a small cache, and attention in bfloat16 is slow on CPUs
+    cache = model.new_cache(context.shape[0], context.device, torch.float32)
     feed = one_position(model)
     logits = model(context, cache)[:, -1]  # (B, V)
     recent = [] if cache.rolling else list(context.unbind(1))  # (B,) per position, for a refill
