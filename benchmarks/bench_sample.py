@@ -1,7 +1,7 @@
 """Generation speed: the plain loop against the KV cache, side by side, on the reference model.
 
     python benchmarks/bench_sample.py [--config configs/shakespeare.toml] [--tokens 500] [--rounds 3]
-                                      [--quality RUN]
+                                      [--quality RUN/checkpoint/model.safetensors]
 
 Makes a run of the reference config with `gptiny train` (one step: speed does not depend on
 what the weights are), then, in one process, times --tokens characters from an empty prompt
@@ -10,13 +10,14 @@ and with the KV cache in float32, bfloat16 and int8, at batch 1 and batch 8. Rou
 interleave the variants and each keeps its best round (other processes can only slow a run
 down); the plain loop at batch 8 runs once, being slow. Then it times the whole command
 `gptiny sample RUN --tokens 500` in fresh processes, start-up included, and checks the cached
-logits against the full forward pass. --quality RUN adds the validation loss of a trained
-run in each number format.
+logits against the full forward pass. --quality WEIGHTS adds the validation loss of trained
+weights in each number format.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import resource
@@ -33,7 +34,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gptiny_cli import checkpoint  # noqa: E402
+from gptiny_cli.data import Vocab  # noqa: E402
 from gptiny_cli.inference import PRECISIONS, for_inference  # noqa: E402
+from gptiny_cli.model import build_model  # noqa: E402
 from gptiny_cli.runs import load_run  # noqa: E402
 from gptiny_cli.sample import generate  # noqa: E402
 
@@ -94,7 +98,7 @@ def chars_per_second(model, tokens: int, batch: int, use_cache: bool) -> float:
 
 def speed_table(model, tokens: int, rounds: int) -> None:
     """Characters per second of each variant, best of ``rounds`` interleaved rounds."""
-    variants = {f"KV cache, {p}": (for_inference(model, p, CPU), True) for p in PRECISIONS}
+    variants = {f"KV cache, {p}": (for_inference(copy.deepcopy(model), p, CPU), True) for p in PRECISIONS}
     variants = {"plain loop, float32": (model, False), **variants}
     for batch in (1, 8):
         best = dict.fromkeys(variants, 0.0)
@@ -128,19 +132,26 @@ def timed(argv: list[str], repeats: int) -> list[float]:
     return walls
 
 
-def quality(run: Path, corpus: Path) -> None:
-    """Validation loss of a trained run in each number format, on 32 windows of the corpus's last 10%."""
-    loaded = load_run(run)
+def quality(weights: Path, corpus: Path) -> None:
+    """Validation loss of trained weights in each number format, on 32 windows of the corpus's last 10%."""
+    config, vocab_size = checkpoint.model_config_of(weights)
+    model = build_model(config, vocab_size).eval()
+    checkpoint.load_weights(weights, model)
     text = corpus.read_text(encoding="utf-8")
-    val = torch.tensor(loaded.vocab.encode(text[-len(text) // 10 :]))
-    block = loaded.config.model.block_size
+    vocab = Vocab.from_text(text)
+    if vocab.size != vocab_size:
+        sys.exit(f"{weights} was trained on {vocab_size} characters, {corpus} has {vocab.size}")
+    val = torch.tensor(vocab.encode(text[-len(text) // 10 :]))
+    block = config.block_size
     starts = torch.randint(len(val) - block - 1, (32,), generator=torch.Generator().manual_seed(0))
     x = torch.stack([val[s : s + block] for s in starts])
     y = torch.stack([val[s + 1 : s + block + 1] for s in starts])
+    params = sum(p.numel() for p in model.parameters())
+    print(f"quality: {weights} ({params:,} parameters, {config.n_embd} wide, {config.n_layer} layers)")
     with torch.inference_mode():
-        reference = loaded.model(x).float()
+        reference = model(x).float()
         for name in PRECISIONS:
-            logits = for_inference(loaded.model, name, CPU)(x).float()
+            logits = for_inference(copy.deepcopy(model), name, CPU)(x).float()
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten()).item()
             print(f"quality {name:<8}: val loss {loss:.4f}, largest |logit - float32 logit| "
                   f"{(logits - reference).abs().max().item():.3f}")
@@ -153,7 +164,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5, help="runs of the whole command")
-    parser.add_argument("--quality", type=Path, help="a trained run to compare number formats on")
+    parser.add_argument("--quality", type=Path, help="trained weights (a .safetensors gptiny wrote) to compare "
+                        "number formats on")
     args = parser.parse_args()
     print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"Python {platform.python_version()}")

@@ -9,7 +9,6 @@ channel) and multiplies in bfloat16; everything else is bfloat16. Training never
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
@@ -40,11 +39,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]), self.weight, self.scale)  # (N, out)
+        flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # (N, in); a decoder step is 2-D already
+        y = torch._weight_int8pack_mm(flat, self.weight, self.scale)  # (N, out)
         if self.bias is not None:
-            y = y + self.bias
-        return y.view(*shape[:-1], y.shape[-1])
+            y.add_(self.bias)
+        return y if x.dim() == 2 else y.view(*x.shape[:-1], y.shape[-1])
 
 
 def _swap_linears(module: nn.Module) -> None:
@@ -56,20 +55,20 @@ def _swap_linears(module: nn.Module) -> None:
 
 
 def for_inference(model: nn.Module, precision: str, device: torch.device) -> nn.Module:
-    """The model (float32) or an inference-only copy of it in ``precision``, on ``device``.
+    """The model, converted in place to ``precision`` on ``device``, for generation only.
 
     int8 is for CPUs; linear layers whose input size the kernel cannot take stay bfloat16.
+    Converting in place spares a copy of the weights when a command starts.
     """
     if precision not in PRECISIONS:
         raise GptinyError(f"--precision {precision!r} is invalid: use auto, {', '.join(PRECISIONS)}")
     if precision == "int8" and device.type != "cpu":
         raise GptinyError(f"--precision int8 runs on the CPU only, not {device.type}; use bfloat16 there")
     if precision == "float32":
-        return model.to(device)
-    fast = copy.deepcopy(model)
+        return model.to(device).eval()
     if precision == "int8":
-        _swap_linears(fast)  # from the float32 weights; .to() below leaves the int8 ones as they are
-    return fast.to(device=device, dtype=torch.bfloat16).eval()
+        _swap_linears(model)  # from the float32 weights; .to() below leaves the int8 ones as they are
+    return model.to(device=device, dtype=torch.bfloat16).eval()
 
 
 def auto_precision(device: torch.device) -> str:
