@@ -1,10 +1,12 @@
-"""Number formats for generation: a model's weights in float32, bfloat16 or int8, for sampling only.
+"""Generation's fast paths: weights in bfloat16 or int8, and a lean single-position step.
 
 Generating one character at a time multiplies one activation vector by every weight matrix,
-so a step's cost is mostly reading the weights: halving their bytes (bfloat16) or quartering
-them (int8) makes steps faster, at the price of slightly different logits. int8 stores each
-output row of a linear layer as 8-bit integers with its own float scale (symmetric, per
-channel) and multiplies in bfloat16; everything else is bfloat16. Training never uses these.
+the largest part of a step (about half of it with int8 weights on the reference model):
+halving the bytes to read (bfloat16) or quartering them (int8) makes steps faster, at the price
+of slightly different logits (benchmarks/README.md has speeds and validation losses). int8
+stores each output row of a linear layer as 8-bit integers with its own float scale
+(symmetric, per channel) and multiplies in bfloat16; the rest of the model is bfloat16, while
+the KV cache, and attention over it, stay float32. Training never uses any of this.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ PRECISIONS = ("float32", "bfloat16", "int8")
 
 
 # PyTorch's CPU int8 kernel reads the input dimension in whole vector lengths and computes
-# wrong results for other sizes (torch 2.13: multiples of 16 are right, 8 or 24 are not).
+# wrong results for other sizes (torch 2.13 here: multiples of 16 are right, 8, 24 or 40 are
+# not); 32 leaves room for a kernel with wider vectors.
 INT8_IN_MULTIPLE = 32
 
 
@@ -72,7 +75,7 @@ def for_inference(model: nn.Module, precision: str, device: torch.device) -> nn.
 
 
 def auto_precision(device: torch.device) -> str:
-    """int8 on CPUs, where a step mostly reads weights; float32 elsewhere, where launches dominate."""
+    """int8 on CPUs, the fastest there; float32 elsewhere (the int8 kernel used is a CPU one)."""
     return "int8" if device.type == "cpu" else "float32"
 
 
@@ -81,7 +84,7 @@ class Decoder:
 
     The model feeds prompts and refills the cache itself (``model(idx, cache)``); a step here
     computes the same thing for a single position: the layers' own norms, linear layers and
-    feed-forward functions, called without module dispatch, with q, k and v split by one
+    feed-forward functions, called directly, with q, k and v split by one
     view and no attention mask (the newest position sees everything cached). Tests hold its
     logits to the model's full forward pass.
     """
