@@ -18,18 +18,68 @@ from gptiny_cli.config import ModelConfig
 
 @dataclass
 class KVCache:
-    """Keys and values of every layer for the positions seen so far, preallocated to block size.
+    """The keys and values every layer has computed, so that a new character costs one position.
 
-    keys, values: (L, B, H, block_size, D); ``length`` positions of them are filled.
+    keys, values: (L, B, H, S, D), preallocated with S = block_size slots. ``length`` counts the
+    positions fed so far; position p lives in slot p, or in slot p % S when the cache rolls.
+
+    The cache may be wider than the model (float32 for bfloat16 weights): attention then runs in
+    the cache's dtype, which on a CPU is several times faster than in bfloat16.
+
+    A rolling cache (rotary positions) overwrites its oldest slot once all S are full. Rotary
+    attention depends only on how far apart two positions are, so attending to the S newest
+    keys is exactly attention over a sliding window of S positions. A fixed cache (learned
+    positions: position S has no embedding) refuses to go past S; the caller refills it.
     """
 
     keys: torch.Tensor
     values: torch.Tensor
+    rolling: bool = False
     length: int = 0
 
     @property
     def capacity(self) -> int:
         return self.keys.shape[3]
+
+    def check_room(self, n_new: int) -> None:
+        """Raise ValueError unless ``n_new`` more positions can be stored in place."""
+        end = self.length + n_new
+        if end <= self.capacity or (self.rolling and n_new == 1):
+            return
+        if self.rolling:
+            raise ValueError(f"a full rolling cache takes one position at a time, not {n_new}")
+        raise ValueError(f"sequence of {end} positions exceeds block_size {self.capacity}")
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store one layer's k, v (B, H, T, D) for the next T positions; the keys and values to attend to.
+
+        Several positions at once are only stored in order (slot = position), so the result is
+        (B, H, length + T, D) in position order; a rolling cache's single newest position may
+        sit anywhere, and the order of keys does not matter to a query that sees all of them.
+        """
+        T = k.shape[2]
+        slot = self.length % self.capacity
+        self.keys[layer, :, :, slot : slot + T] = k
+        self.values[layer, :, :, slot : slot + T] = v
+        filled = min(self.length + T, self.capacity)
+        return self.keys[layer, :, :, :filled], self.values[layer, :, :, :filled]
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, dropout: float = 0.0) -> torch.Tensor:
+    """Causal attention of the queries (B, H, T, D), the newest T of the n positions in k, v (B, H, n, D).
+
+    A query sees itself and at most window - 1 positions before it. One query needs no mask: it
+    is the newest position, and whoever built k, v kept only what it may see.
+    """
+    T, n = q.shape[2], k.shape[2]
+    if T == 1:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    if T == n and T <= window:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+    query_pos = torch.arange(n - T, n, device=q.device)[:, None]  # (T, 1)
+    key_pos = torch.arange(n, device=q.device)[None, :]  # (1, n)
+    mask = (key_pos <= query_pos) & (key_pos > query_pos - window)  # (T, n)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
 
 class CausalSelfAttention(nn.Module):
@@ -38,6 +88,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.n_head = cfg.n_head
+        self.block_size = cfg.block_size
         self.attn_dropout = cfg.attn_dropout
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
@@ -52,20 +103,10 @@ class CausalSelfAttention(nn.Module):
         # q, k, v: (B, H, T, D)
         if rope is not None:
             q, k = rope.rotate(q), rope.rotate(k)
-        past = 0
         if cache is not None:
-            past = cache.length
-            cache.keys[layer, :, :, past : past + T] = k
-            cache.values[layer, :, :, past : past + T] = v
-            k = cache.keys[layer, :, :, : past + T]  # (B, H, past + T, D)
-            v = cache.values[layer, :, :, : past + T]
+            k, v = cache.update(layer, k, v)  # (B, H, n, D): what the new positions may see, in the cache's dtype
         dropout = self.attn_dropout if self.training else 0.0
-        if past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        else:
-            # New query i sits at position past + i and may see keys 0 .. past + i.
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = attend(q.to(k.dtype), k, v, self.block_size, dropout).to(x.dtype)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y))
 
@@ -178,24 +219,31 @@ class GPT(nn.Module):
         return self.cfg.block_size
 
     def new_cache(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> KVCache:
+        """An empty cache for ``batch_size`` sequences; it rolls with rotary positions."""
         c = self.cfg
-        shape = (c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        shape = (c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)  # (L, B, H, S, D)
         return KVCache(torch.zeros(shape, device=device, dtype=dtype),
-                       torch.zeros(shape, device=device, dtype=dtype))
+                       torch.zeros(shape, device=device, dtype=dtype), rolling=c.position == "rope")
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits (B, T, V) for token ids (B, T); with a cache, idx continues what it holds."""
+        """Logits (B, T, V) for token ids (B, T); with a cache, idx continues what it holds.
+
+        With rotary positions T may exceed block_size: each position then attends to the
+        block_size positions ending at it, as a rolling cache does.
+        """
         B, T = idx.shape
-        start = cache.length if cache is not None else 0
-        if start + T > self.cfg.block_size:
-            raise ValueError(f"sequence of {start + T} positions exceeds block_size {self.cfg.block_size}")
-        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        start = 0
+        if cache is not None:
+            cache.check_room(T)
+            start = cache.length
+        elif T > self.cfg.block_size and self.cfg.position == "learned":
+            raise ValueError(f"sequence of {T} positions exceeds block_size {self.cfg.block_size}")
         x = self.tok_emb(idx)  # (B, T, C)
         rope = None
         if self.cfg.position == "learned":
-            x = x + self.pos_emb(pos)
+            x = x + self.pos_emb.weight[start : start + T]  # (T, C), a view: no index tensor per step
         else:
-            rope = Rotary(pos, self.cfg.n_embd // self.cfg.n_head)
+            rope = Rotary(torch.arange(start, start + T, device=idx.device), self.cfg.n_embd // self.cfg.n_head)
         x = self.dropout(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, rope, cache, layer)

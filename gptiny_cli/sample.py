@@ -1,59 +1,108 @@
-"""Text generation: the logits-to-probabilities maths as pure functions, and the decoding loop.
+"""Text generation: the logits-to-probabilities maths as pure functions, and the decoding loops.
 
-With a KV cache each new character costs one position instead of the whole
-context. The model has learned positions, so the cache cannot roll past the
-block size: when it is full, it is refilled from the last half block of text.
-Those characters then condition on 128 characters of context instead of 255
-(for block 256), a small change that buys a 2x cheaper refill than keeping the
-full window would. The plain loop (``use_cache=False``) crops to the last
-block_size characters at every step, the classic behaviour.
+With a KV cache each new character costs one position instead of the whole context. Past
+block_size characters the context has to slide, and how depends on the positions:
+
+- Rotary positions: the cache rolls (``KVCache``), each new character attending to the
+  block_size - 1 characters before it. That is exactly what running the whole text through
+  the model with a sliding attention window gives, which is what the plain loop does.
+- Learned positions: position block_size has no embedding, so when the cache is full it is
+  refilled from the last half block of text (one forward pass over it). From then on, until
+  it is full again, each new character is predicted from the last 128 to 256 characters
+  (block 256) instead of always the last 256, as the plain loop does by cropping the text
+  to the last block_size characters at every step. A fuller refill would condition better
+  and cost more: it would come around more often, and each would be longer.
+
+A prompt longer than block_size is cut to its last block_size characters, in both loops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from gptiny_cli.inference import one_position
 from gptiny_cli.model import Bigram
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Logits (..., V) divided by temperature (> 0), those outside top-k or top-p set to -inf.
+
+    top_k keeps exactly the k largest logits, ties broken by token index; top_p then keeps the
+    smallest set of most likely tokens whose probability reaches top_p (always at least one).
+    """
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.size(-1):
+        order = torch.sort(logits, dim=-1, descending=True, stable=True).indices  # (..., V)
+        drop = torch.ones_like(logits, dtype=torch.bool).scatter_(-1, order[..., :top_k], False)
+        logits = logits.masked_fill(drop, float("-inf"))
+    if top_p < 1.0:
+        probs, order = torch.sort(torch.softmax(logits, dim=-1), dim=-1, descending=True, stable=True)
+        before = probs.cumsum(dim=-1) - probs  # the mass of the more likely tokens
+        drop_sorted = before >= top_p
+        drop_sorted[..., 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
 
 
 def logits_to_probs(
     logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
 ) -> torch.Tensor:
-    """Next-token probabilities (..., V) from logits (..., V); temperature must be > 0.
+    """Next-token probabilities (..., V) from logits (..., V); temperature must be > 0."""
+    return torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
 
-    top_k keeps exactly the k most likely tokens, ties broken by index, and top_p keeps the
-    smallest set of most likely tokens whose probability reaches top_p (at least one).
+
+class Sampler:
+    """Picks each row's next token from its logits (B, V), reproducibly for a seeded generator.
+
+    A draw uses the Gumbel-max trick: the argmax of the filtered logits plus independent Gumbel
+    noise is distributed exactly as ``logits_to_probs``. The noise is drawn ahead, ``chunk``
+    steps at a time, so a step costs two tensor operations, and the draw at step t depends only
+    on the generator and t, never on how the logits were computed (cached or not).
+    Temperature 0 takes the most likely token (the lowest index among equals).
     """
-    logits = logits.float() / temperature
-    vocab = logits.size(-1)
-    if 0 < top_k < vocab:
-        keep = torch.zeros_like(logits, dtype=torch.bool)
-        keep.scatter_(-1, torch.topk(logits, top_k, dim=-1).indices, True)
-        logits = logits.masked_fill(~keep, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
-        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass strictly above each token
-        drop_sorted = before >= top_p
-        drop_sorted[..., 0] = False
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        probs = probs.masked_fill(drop, 0.0)
-        probs = probs / probs.sum(dim=-1, keepdim=True)
-    return probs
+
+    def __init__(
+        self, batch: int, vocab: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+        generator: torch.Generator | None = None, device: torch.device | None = None, chunk: int = 256,
+    ) -> None:
+        self.shape = (chunk, batch, vocab)
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.plain = not (0 < top_k < vocab) and top_p >= 1.0
+        self.generator, self.device = generator, device
+        self.noise = torch.empty(0)
+        self.step = 0
+
+    def _gumbel(self) -> torch.Tensor:
+        if self.step == len(self.noise):
+            uniform = torch.rand(self.shape, generator=self.generator, device=self.device)
+            self.noise = -torch.log(-torch.log(uniform))  # (chunk, B, V); uniform 0 gives -inf
+            self.step = 0
+        self.step += 1
+        return self.noise[self.step - 1]
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.temperature == 0:
+            return torch.argmax(logits, dim=-1)  # (B,)
+        noise = self._gumbel()  # (B, V)
+        if self.plain:
+            return torch.add(noise, logits, alpha=1 / self.temperature).argmax(dim=-1)
+        return (filter_logits(logits, self.temperature, self.top_k, self.top_p) + noise).argmax(dim=-1)
 
 
-def next_token(
-    logits: torch.Tensor, generator: torch.Generator | None, temperature: float = 1.0,
-    top_k: int = 0, top_p: float = 1.0,
-) -> torch.Tensor:
-    """One token per row of logits (B, V): argmax at temperature 0, else a draw."""
-    if temperature == 0:
-        return torch.argmax(logits, dim=-1)  # (B,)
-    probs = logits_to_probs(logits, temperature, top_k, top_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+def plain_context(model: nn.Module) -> int:
+    """How many of the latest characters the plain loop runs the model on at every step.
+
+    With learned positions, block_size. With rotary positions the window slides one attention
+    layer at a time, so the last character depends on n_layer * (block_size - 1) before it.
+    """
+    cfg = model.cfg
+    return cfg.n_layer * (cfg.block_size - 1) + 1 if cfg.position == "rope" else cfg.block_size
 
 
 @torch.inference_mode()
@@ -72,39 +121,128 @@ def generate(
 ) -> Iterator[torch.Tensor]:
     """Yield ``n_tokens`` steps of (num_samples,) token ids continuing ``prompt``.
 
-    An empty prompt starts from ``start_token``, which is not part of the output.
+    An empty prompt starts from ``start_token``, which is not part of the output. Stop
+    iterating to stop early.
     """
     model.eval()
     device = next(model.parameters()).device
-    block = model.block_size
-    context = torch.tensor([prompt or [start_token]], device=device).repeat(num_samples, 1)  # (B, T)
-
-    def draw(logits: torch.Tensor) -> torch.Tensor:
-        return next_token(logits, generator, temperature, top_k, top_p)
-
+    prompt = (prompt or [start_token])[-model.block_size :]
+    context = torch.tensor([prompt], device=device).expand(num_samples, -1)  # (B, T)
+    sample = Sampler(num_samples, model.vocab_size, temperature=temperature, top_k=top_k, top_p=top_p,
+                     generator=generator, device=device)
     if isinstance(model, Bigram):  # the next character depends on the current one alone
-        token = draw(model(context[:, -1:])[:, -1])
-        for step in range(n_tokens):
-            yield token
-            if step + 1 < n_tokens:
-                token = draw(model(token[:, None])[:, -1])
-        return
-    if not use_cache:
-        for _ in range(n_tokens):
-            token = draw(model(context[:, -block:])[:, -1])
-            context = torch.cat([context, token[:, None]], dim=1)
-            yield token
-        return
-    cache = model.new_cache(num_samples, device, next(model.parameters()).dtype)
-    logits = model(context[:, -block:], cache)[:, -1]  # (B, V)
+        steps = _bigram_steps(model, context[:, -1:], n_tokens, sample)
+    elif use_cache:
+        steps = _cached_steps(model, context, n_tokens, sample)
+    else:
+        steps = _plain_steps(model, context, n_tokens, sample)
+    yield from steps
+
+
+def _bigram_steps(model: nn.Module, token: torch.Tensor, n_tokens: int, sample: Sampler) -> Iterator[torch.Tensor]:
+    for _ in range(n_tokens):
+        token = sample(model(token)[:, -1])
+        yield token
+        token = token[:, None]
+
+
+def _plain_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample: Sampler) -> Iterator[torch.Tensor]:
+    """Re-run the model on the latest ``plain_context`` characters for every new one."""
+    keep = plain_context(model)
+    for _ in range(n_tokens):
+        token = sample(model(context[:, -keep:])[:, -1])  # (B,)
+        context = torch.cat([context[:, -keep:], token[:, None]], dim=1)
+        yield token
+
+
+def _cached_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample: Sampler) -> Iterator[torch.Tensor]:
+    """Feed the prompt once, then one position per character; refill a full fixed cache."""
+    # float32 whatever the weights: a small cache, and attention in bfloat16 is slow on CPUs
+    cache = model.new_cache(context.shape[0], context.device, torch.float32)
+    feed = one_position(model)
+    logits = model(context, cache)[:, -1]  # (B, V)
+    recent = [] if cache.rolling else list(context.unbind(1))  # (B,) per position, for a refill
     for step in range(n_tokens):
-        token = draw(logits)
+        token = sample(logits)
         yield token
         if step + 1 == n_tokens:
-            break
-        context = torch.cat([context[:, -block:], token[:, None]], dim=1)
-        if cache.length == cache.capacity:
+            return
+        if cache.length == cache.capacity and not cache.rolling:
+            recent = recent[-(cache.capacity // 2 - 1) :] + [token]
             cache.length = 0
-            logits = model(context[:, -(block // 2) :], cache)[:, -1]
+            logits = model(torch.stack(recent, dim=1), cache)[:, -1]
         else:
-            logits = model(token[:, None], cache)[:, -1]
+            if not cache.rolling:
+                recent.append(token)
+            logits = feed(token, cache)
+
+
+@dataclass
+class SampleText:
+    """One sample's generated text as it grows, ended by a stop string (not included) if one appears.
+
+    ``pending`` holds the generated characters that might be the start of the stop string:
+    they are not yet known to belong to the text.
+    """
+
+    stop: str = ""
+    text: str = ""
+    pending: str = ""
+    generated: int = 0  # characters the model produced for this sample, a stop string included
+    stopped: bool = False
+    seconds: float = 0.0  # from the start of generation until this sample ended
+
+    def add(self, chars: str) -> str:
+        """Take newly generated characters; return those that now certainly belong to the text."""
+        if self.stopped:
+            return ""
+        self.generated += len(chars)
+        buffer = self.pending + chars
+        if self.stop and (at := buffer.find(self.stop)) >= 0:
+            self.stopped, self.pending = True, ""
+            return self._accept(buffer[:at])
+        hold = next((n for n in range(min(len(self.stop) - 1, len(buffer)), 0, -1)
+                     if self.stop.startswith(buffer[-n:])), 0)
+        self.pending = buffer[len(buffer) - hold :]
+        return self._accept(buffer[: len(buffer) - hold])
+
+    def finish(self) -> str:
+        """End without a stop string: what was pending belongs to the text after all."""
+        rest, self.pending = self.pending, ""
+        return self._accept(rest)
+
+    def _accept(self, chars: str) -> str:
+        self.text += chars
+        return chars
+
+
+def follow(
+    steps: Iterator[torch.Tensor], chars: tuple[str, ...], samples: list[SampleText],
+    on_text: Callable[[int, str], None] | None = None, clock: Callable[[], float] = time.perf_counter,
+) -> None:
+    """Turn token steps into ``samples``' texts, calling ``on_text(i, text)`` as sample i grows.
+
+    Stops drawing once every sample has met its stop string. Interrupted (Ctrl-C), the samples
+    still end properly, with what was generated until then.
+    """
+    start = clock()
+    try:
+        for tokens in steps:
+            for i, token in enumerate(tokens.tolist()):
+                sample = samples[i]
+                if sample.stopped:
+                    continue
+                accepted = sample.add(chars[token])
+                if on_text and accepted:
+                    on_text(i, accepted)
+                if sample.stopped:
+                    sample.seconds = clock() - start
+            if all(sample.stopped for sample in samples):
+                return
+    finally:
+        for i, sample in enumerate(samples):
+            if not sample.stopped:
+                sample.seconds = clock() - start
+                rest = sample.finish()
+                if on_text and rest:
+                    on_text(i, rest)
