@@ -32,22 +32,36 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def prepare(corpus: Path, out: Path) -> None:
+    """Prepare the corpus with the real CLI, as a user would."""
+    subprocess.run([sys.executable, "-m", "gptiny_cli", "prepare", str(corpus), "--out", str(out)],
+                   check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+
+
+def train_to_end(config: Path, data: Path, runs: Path, overrides: list[str],
+                 quiet: bool = False) -> tuple[float, Path]:
+    """Run `gptiny train` in a subprocess; return its wall time and the run directory it made."""
+    sets = [arg for o in [f"data.path={data}", *overrides] for arg in ("--set", o)]
+    runs.mkdir(parents=True, exist_ok=True)
+    before = set(runs.iterdir())
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "gptiny_cli", "train", str(config), *sets, "--runs-dir", str(runs)],
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL if quiet else None)
+    wall = time.perf_counter() - start
+    (run_dir,) = set(runs.iterdir()) - before
+    return wall, run_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "shakespeare-cpu.toml")
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
-    gptiny = [sys.executable, "-m", "gptiny_cli"]
     with tempfile.TemporaryDirectory() as tmp:
-        data, runs = Path(tmp) / "data", Path(tmp) / "runs"
-        subprocess.run([*gptiny, "prepare", str(args.corpus), "--out", str(data)], check=True,
-                       stdout=subprocess.DEVNULL, cwd=ROOT)
-        sets = [arg for o in [f"data.path={data}", *args.overrides] for arg in ("--set", o)]
-        start = time.perf_counter()
-        subprocess.run([*gptiny, "train", str(args.config), *sets, "--runs-dir", str(runs)], check=True, cwd=ROOT)
-        wall = time.perf_counter() - start
-        (run_dir,) = runs.iterdir()
+        data = Path(tmp) / "data"
+        prepare(args.corpus, data)
+        wall, run_dir = train_to_end(args.config, data, Path(tmp) / "runs", args.overrides)
         info = json.loads((run_dir / "run.json").read_text())
     print(f"\nmachine: {cpu_name()}, {platform.system()}, torch {info['torch_version']}, {info['dtype']}")
     print(f"config: {args.config.name} {' '.join(args.overrides)}")

@@ -95,7 +95,8 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
         for key, flops in _KNOWN_PEAKS.items():
             if key in name:
                 return flops if dtype != torch.float32 else flops / 2
-    # Best of several timings of a square matmul: other processes can only make it look slower.
+    # Best of many short timings of a square matmul over ~0.4 s: a neighbour or a core still
+    # waking up can only make one look slower, and a few windows were not always enough here.
     n, reps = 1024, 4
     # Its own generator: drawing from the global one would shift every later dropout mask, and
     # differently on the first call than on cached ones, so runs in one process would differ.
@@ -103,14 +104,15 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
     a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
     a @ b  # warm-up
-    best = float("inf")
-    for _ in range(3):
+    best, spent = float("inf"), 0.0
+    while spent < 0.4:
         _synchronize(device)
         start = time.perf_counter()
         for _ in range(reps):
             a @ b
         _synchronize(device)
-        best = min(best, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
     return 2 * n**3 * reps / best
 
 
