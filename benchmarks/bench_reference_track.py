@@ -89,7 +89,7 @@ def main() -> None:
     print(f"config {args.config.name}: {session.info['parameters']:,} parameters, schedule of "
           f"{config.train.max_iters} steps, first {args.steps} run; val loss over the whole split")
     print(f"{'step':>5} {'gptiny':>8} {'seed':>8} {'gptiny s':>9} {'seed s':>8}")
-    for (step, val, secs), (_, seed_val, seed_secs) in zip(ours, seed):
+    for (step, val, secs), (_, seed_val, seed_secs) in zip(ours, seed, strict=True):
         print(f"{step:>5} {val:>8.4f} {seed_val:>8.4f} {secs:>9.0f} {seed_secs:>8.0f}")
 
 
