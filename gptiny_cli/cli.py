@@ -146,7 +146,7 @@ def _train_here(request, world) -> None:
     """Train in this process; with several processes, only rank 0 shows anything but errors."""
     from gptiny_cli.interrupt import GracefulStop
     from gptiny_cli.launch import start_session
-    from gptiny_cli.session import AlreadyComplete
+    from gptiny_cli.resume import AlreadyComplete
 
     with _user_errors(f"rank {world.rank}: " if world.size > 1 else ""):
         try:

@@ -20,8 +20,9 @@ from gptiny_cli.config import RunConfig, config_from_dict, load_config, parse_ov
 from gptiny_cli.data import load_corpus
 from gptiny_cli.distributed import World
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.resume import fit_world, resume
 from gptiny_cli.runs import find_job_run, read_run_info, require_files, resolve_run
-from gptiny_cli.session import Session, check_config_against_data, fit_world, resume, setup
+from gptiny_cli.session import Session, check_config_against_data, setup
 
 
 @dataclass(frozen=True)

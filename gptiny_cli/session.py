@@ -1,11 +1,10 @@
-"""A training session: everything a run needs, built fresh (``setup``) or from disk (``resume``)."""
+"""A training session: everything a run needs, built fresh by ``setup`` (``resume.resume`` rebuilds one from disk)."""
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from gptiny_cli import atomic, distributed, manifest, runs, state
-from gptiny_cli.config import RunConfig, config_from_dict, parse_override, read_toml
+from gptiny_cli import atomic, distributed, manifest, runs
+from gptiny_cli.config import RunConfig, config_from_dict, read_toml
 from gptiny_cli.data import Corpus, load_corpus
 from gptiny_cli.device import Precision, peak_flops, resolve_precision
 from gptiny_cli.distributed import World
@@ -24,10 +23,6 @@ from gptiny_cli.optim import make_optimizer
 from gptiny_cli.runlock import RunLock
 from gptiny_cli.schedule import flops_per_token
 from gptiny_cli.summary import count_params
-
-
-class AlreadyComplete(GptinyError):
-    """Resuming a run that has nothing left to do; not a failure."""
 
 
 @dataclass
@@ -83,7 +78,7 @@ def _maybe_compile(model: nn.Module, setting: bool | str, device: torch.device) 
     return torch.compile(model) if wanted else model
 
 
-def _build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Session:
+def build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Session:
     corpus = load_corpus(Path(config.data.path))
     check_config_against_data(config, corpus)
     dev = world.device
@@ -117,7 +112,7 @@ def _build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Sessio
     )
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
@@ -132,12 +127,12 @@ def setup(
     alone creates the directory, writes to it and tells the others where it is.
     """
     world = world or distributed.single(device)
-    info = {"status": "running", "name": name, "started_at": _now(), "ended_at": None,
+    info = {"status": "running", "name": name, "started_at": now(), "ended_at": None,
             "data": config.data.path, "iters": 0, "best_val_loss": None, "final_val_loss": None}
     if world.run_id:
         info["elastic_run_id"] = world.run_id  # how a restarted job finds its run again
     # Build first: a bad config or missing data must not leave an empty run directory behind.
-    session = _build(config, world, Path(), info)
+    session = build(config, world, Path(), info)
     if world.is_main:
         session.run_dir = runs.create_run_dir(runs_dir, name) if run_dir is None else _claim(Path(run_dir), config)
         _open_new(session, fresh=run_dir is None)
@@ -152,7 +147,7 @@ def _open_new(session: Session, fresh: bool) -> None:
         session.lock = RunLock(run_dir)
         if not fresh:
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # of a start that failed before its first save
-        manifest.preflight(run_dir, _checkpoint_bytes(session.model))
+        manifest.preflight(run_dir, checkpoint_bytes(session.model))
         atomic.write_text(run_dir / "config.toml", session.config.to_toml())
         atomic.write_json(run_dir / "vocab.json", session.corpus.vocab.to_json())
         runs.write_run_info(run_dir, session.info)
@@ -197,137 +192,6 @@ def _flat(config: RunConfig) -> dict[str, Any]:
     return {f"{section}.{key}": value for section, values in config.to_dict().items() for key, value in values.items()}
 
 
-def _checkpoint_bytes(model: nn.Module) -> int:
+def checkpoint_bytes(model: nn.Module) -> int:
     """Disk a checkpoint takes at most: the weights twice (best and last) and two optimizer moments."""
     return 4 * sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def _resume_config(run_dir: Path, overrides: list[str]) -> tuple[RunConfig, dict[str, Any]]:
-    """The run's config with the ``--set`` overrides a resume allows, and those overrides."""
-    raw = read_toml(run_dir / "config.toml")
-    changes = {}
-    for text in overrides:
-        section, key, value = parse_override(text)
-        if f"{section}.{key}" not in manifest.RESUMABLE:
-            allowed = ", ".join(sorted(manifest.RESUMABLE))
-            raise GptinyError(f"--set {section}.{key} cannot change when resuming; allowed: {allowed}")
-        table = raw.setdefault(section, {})
-        if not isinstance(table, dict):
-            raise GptinyError(f"{run_dir}/config.toml is damaged: [{section}] is not a table")
-        table[key] = value
-        changes[f"{section}.{key}"] = value
-    return config_from_dict(raw), changes
-
-
-def _finished_message(session: Session, info: dict, changes: dict[str, Any]) -> str | None:
-    """Why a completed run has nothing left to do, or None when the overrides ask for more."""
-    if info.get("status") != "completed":
-        return None  # even at max_iters, an unfinished run still has its final evaluation to do
-    t, at = session.config.train, session.iter
-    if at >= t.max_iters:
-        return (f"{session.run_dir} already finished at iteration {at}; to train further, add "
-                f"--set train.max_iters=N with N > {at}")
-    if info.get("early_stopped") and not changes.keys() & {"train.patience", "train.max_iters"}:
-        return (f"{session.run_dir} stopped early at iteration {at} (no better val loss in {t.patience} "
-                f"evaluations); to train further, add --set train.patience=N with N > {t.patience} "
-                "(0: never stop early)")
-    return None
-
-
-def fit_world(config: RunConfig, info: dict, world_size: int, run_dir: Path) -> RunConfig:
-    """The config with ``grad_accum`` set so that the run's global batch stays what it was.
-
-    A step takes ``grad_accum × world_size`` micro-batches; on a different number of
-    processes each takes an equal share of them, which is possible when they divide evenly.
-    """
-    t, before = config.train, int(info.get("world_size", 1))
-    if before == world_size:
-        return config
-    micro = t.grad_accum * before
-    if micro % world_size:
-        divisors = [str(n) for n in range(1, micro + 1) if micro % n == 0]
-        options = " or ".join([", ".join(divisors[:-1]), divisors[-1]] if len(divisors) > 1 else divisors)
-        raise GptinyError(
-            f"{run_dir} takes {micro} micro-batches of {t.batch_size} sequences per step (a global batch of "
-            f"{micro * t.batch_size}), which {world_size} processes cannot share evenly; resume it on "
-            f"{options} processes, or choose a new batch with --set train.grad_accum=N"
-        )
-    return replace(config, train=replace(t, grad_accum=micro // world_size))
-
-
-def resume(
-    run_dir: Path, *, overrides: list[str] = (), device: str = "auto", world: World | None = None,
-    config: RunConfig | None = None,
-) -> Session:
-    """Rebuild a session from a run directory, exactly where its last checkpoint left it.
-
-    ``config``, when given, must be the run's own (``same_run``) and replaces ``overrides``.
-    On a different number of processes the global batch stays the same (``fit_world``) unless
-    the overrides set ``train.grad_accum``. Every rank reads the run directory (it must be on a
-    filesystem they all see); rank 0 alone locks it and writes to it. Raises AlreadyComplete,
-    having changed nothing, when the run has nothing left to do.
-    """
-    world = world or distributed.single(device)
-    run_dir = Path(run_dir)
-    runs.require_files(run_dir)
-    lock = RunLock(run_dir) if world.is_main else None
-    try:
-        if config is None:
-            config, changes = _resume_config(run_dir, list(overrides))
-        else:
-            changes = same_run(run_dir, config)
-        info = runs.read_run_info(run_dir)
-        if "train.grad_accum" not in changes:
-            fitted = fit_world(config, info, world.size, run_dir)
-            if fitted is not config:
-                config, changes = fitted, {**changes, "train.grad_accum": fitted.train.grad_accum}
-        session = _build(config, world, run_dir, info)
-        session.lock = lock
-        state.load_checkpoint(session)
-        message = _finished_message(session, info, changes)
-        if message:
-            raise AlreadyComplete(message)
-        world.barrier()  # every rank has read the checkpoint before rank 0 tidies the directory
-        if world.is_main:
-            _reopen(session, changes)
-    except BaseException:
-        if lock:
-            lock.release()
-        raise
-    return session
-
-
-def _reopen(session: Session, changes: dict[str, Any]) -> None:
-    """Make the run directory ready to go on: debris of a killed save gone, config and run.json updated."""
-    run_dir, info, world = session.run_dir, session.info, session.world
-    manifest.preflight(run_dir, _checkpoint_bytes(session.model))
-    try:
-        manifest.recover(run_dir)
-        if changes:
-            atomic.write_text(run_dir / "config.toml", session.config.to_toml())
-        _truncate_metrics(run_dir / "metrics.jsonl", session.iter)
-        entry = {"at_iter": session.iter, "time": _now(), "overrides": changes, "world_size": world.size}
-        if world.restart:
-            entry["restart"] = world.restart
-        info.setdefault("resumes", []).append(entry)
-        info.pop("error", None)
-        info.update(status="running", ended_at=None, early_stopped=False,
-                    max_iters=session.config.train.max_iters, data=session.config.data.path)
-        runs.write_run_info(run_dir, info)
-        session.metrics = runs.MetricsLog(run_dir / "metrics.jsonl")
-    except OSError as err:
-        raise GptinyError(f"cannot write to {run_dir}: {err.strerror}") from None
-
-
-def _truncate_metrics(path: Path, last_iter: int) -> None:
-    """Drop rows logged after the checkpoint, which the resumed run will log again."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("iter", 0) <= last_iter:
-                kept.append(line)
-        except (ValueError, AttributeError):
-            continue  # a line torn by a crash
-    atomic.write_text(path, "".join(f"{line}\n" for line in kept))

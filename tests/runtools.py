@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from gptiny_cli import train
 from gptiny_cli.config import RunConfig, config_from_dict
-from gptiny_cli.session import resume, setup
+from gptiny_cli.resume import resume
+from gptiny_cli.session import setup
 from tests.conftest import cli_env, tiny_raw, write_config
 
 CHECKPOINT = Path("checkpoint")

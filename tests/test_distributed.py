@@ -27,7 +27,8 @@ from gptiny_cli.config import config_from_dict
 from gptiny_cli.data import prepare_corpus
 from gptiny_cli.distributed import World
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.session import resume, setup
+from gptiny_cli.resume import resume
+from gptiny_cli.session import setup
 from tests.conftest import TINY_TEXT, cli_env, tiny_raw, write_config
 
 # Bounds every job: a hang fails the test instead of stalling the suite.

@@ -25,8 +25,9 @@ from gptiny_cli import checkpoint, manifest
 from gptiny_cli.cli import app
 from gptiny_cli.config import config_from_dict
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.resume import resume
 from gptiny_cli.runs import load_run
-from gptiny_cli.session import resume, setup
+from gptiny_cli.session import setup
 from tests.conftest import cli_env, tiny_raw, write_config
 from tests.runtools import CHECKPOINT, run_info, saved_step, tensors, train_until
 

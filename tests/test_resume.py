@@ -14,8 +14,9 @@ from gptiny_cli import manifest, train
 from gptiny_cli.cli import app
 from gptiny_cli.config import config_from_dict
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.resume import resume
 from gptiny_cli.runs import load_run
-from gptiny_cli.session import resume, setup
+from gptiny_cli.session import setup
 from tests.conftest import tiny_raw, write_config
 from tests.runtools import (
     CHECKPOINT,
