@@ -90,8 +90,8 @@ class CausalSelfAttention(nn.Module):
         self.n_head = cfg.n_head
         self.block_size = cfg.block_size
         self.attn_dropout = cfg.attn_dropout
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(
@@ -112,41 +112,17 @@ class CausalSelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """A position-wise MLP: widen to 4C, apply the activation, project back to C.
-
-    SwiGLU gates one half of the widened vector with the other; its width is 2/3 of 4C so that
-    it has about as many parameters as the others.
-    """
+    """A position-wise MLP: widen to 4C, ReLU, project back to C."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.activation = cfg.activation
-        hidden = 4 * cfg.n_embd
-        if cfg.activation == "swiglu":
-            hidden = 2 * hidden // 3
-        width = 2 * hidden if cfg.activation == "swiglu" else hidden
-        self.fc = nn.Linear(cfg.n_embd, width, bias=cfg.bias)
-        self.proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc(x)  # (B, T, 4C), or (B, T, 2 · 8C/3) for SwiGLU
-        if self.activation == "relu":
-            h = F.relu(h)
-        elif self.activation == "gelu":
-            h = F.gelu(h)
-        elif self.activation == "relu2":
-            h = F.relu(h).square()
-        else:
-            gate, value = h.chunk(2, dim=-1)
-            h = F.silu(gate) * value
+        h = F.relu(self.fc(x))  # (B, T, 4C)
         return self.dropout(self.proj(h))  # (B, T, C)
-
-
-def make_norm(cfg: ModelConfig) -> nn.Module:
-    if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(cfg.n_embd, eps=1e-5)
-    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
 
 
 class Rotary:
@@ -172,9 +148,9 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.ln1 = make_norm(cfg)
+        self.ln1 = nn.LayerNorm(cfg.n_embd)
         self.attn = CausalSelfAttention(cfg)
-        self.ln2 = make_norm(cfg)
+        self.ln2 = nn.LayerNorm(cfg.n_embd)
         self.ffn = FeedForward(cfg)
 
     def forward(
@@ -196,8 +172,8 @@ class GPT(nn.Module):
             self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = make_norm(cfg)
-        self.head = nn.Linear(cfg.n_embd, vocab_size, bias=cfg.bias)
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.head = nn.Linear(cfg.n_embd, vocab_size)
         self.apply(self._init_weights)
         # Each residual branch adds to the stream; shrinking their output projections keeps the
         # stream's variance from growing with depth (the GPT-2 recipe).
@@ -211,7 +187,7 @@ class GPT(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
+        if isinstance(module, nn.Linear):
             nn.init.zeros_(module.bias)
 
     @property

@@ -63,7 +63,7 @@ def test_unknown_section_is_named():
         ({"model": {"dropout": -0.1}}, "model.dropout = -0.1 is invalid: must be in [0, 1)"),
         ({"model": {"n_embd": "big"}}, "model.n_embd = 'big' is invalid: must be int"),
         ({"model": {"n_embd": 3.5}}, "model.n_embd = 3.5 is invalid: must be int"),
-        ({"model": {"bias": 1}}, "model.bias = 1 is invalid: must be bool"),
+        ({"model": {"tie_weights": 1}}, "model.tie_weights = 1 is invalid: must be bool"),
         ({"model": {"arch": "lstm"}}, "model.arch = 'lstm' is invalid: must be one of 'gpt', 'bigram'"),
         ({"train": {"batch_size": 0}}, "train.batch_size = 0 is invalid: must be at least 1"),
         ({"train": {"learning_rate": -1.0}}, "train.learning_rate = -1.0 is invalid: must be a positive number"),

@@ -353,5 +353,5 @@ def test_a_vocabulary_that_does_not_match_the_weights_is_refused(run_dir):
 
 def test_a_model_config_edited_after_training_is_refused_naming_the_key(run_dir):
     config = run_dir / "config.toml"
-    config.write_text(config.read_text().replace('activation = "relu"', 'activation = "gelu"'))
-    assert "model.activation is 'gelu' here but 'relu' in the checkpoint" in refusal("sample", run_dir)
+    config.write_text(config.read_text().replace("n_head = 2", "n_head = 4"))
+    assert "model.n_head is 4 here but 2 in the checkpoint" in refusal("sample", run_dir)

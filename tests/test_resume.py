@@ -40,7 +40,7 @@ runner = CliRunner()
 
 VARIANTS = {
     "adamw-dropout": ({"dropout": 0.1}, {}),
-    "muon-tied-rope-accum": ({"tie_weights": True, "position": "rope", "norm": "rmsnorm", "dropout": 0.1},
+    "muon-tied-rope-accum": ({"tie_weights": True, "position": "rope", "dropout": 0.1},
                              {"optimizer": "muon", "grad_accum": 2}),
 }
 

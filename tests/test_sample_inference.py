@@ -16,8 +16,7 @@ from gptiny_cli.sample import generate
 
 CPU = torch.device("cpu")
 VOCAB, BLOCK = 11, 8
-OPTIONS = [{}, {"position": "rope"}, {"norm": "rmsnorm"}, {"activation": "gelu"}, {"activation": "relu2"},
-           {"activation": "swiglu"}, {"tie_weights": True}, {"bias": False}]
+OPTIONS = [{}, {"position": "rope"}, {"tie_weights": True}]
 
 
 def tiny(width: int = 16, **options) -> nn.Module:
