@@ -23,11 +23,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gptiny_cli import manifest, state  # noqa: E402
 from gptiny_cli.config import load_config  # noqa: E402
-from gptiny_cli.data import prepare_corpus  # noqa: E402
-from gptiny_cli.session import setup  # noqa: E402
-from gptiny_cli.train import train_step  # noqa: E402
+from gptiny_cli.prepare.corpus import prepare_corpus  # noqa: E402
+from gptiny_cli.store import manifest  # noqa: E402
+from gptiny_cli.training import state  # noqa: E402
+from gptiny_cli.training.loop import train_step  # noqa: E402
+from gptiny_cli.training.session import setup  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 

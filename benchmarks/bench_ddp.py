@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     layouts = args.layouts or [(1, 2), (1, 1), (2, 1)]
     sys.path.insert(0, str(ROOT))
-    from gptiny_cli.data import prepare_corpus
+    from gptiny_cli.prepare.corpus import prepare_corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         prepare_corpus(args.corpus, Path(tmp) / "data")

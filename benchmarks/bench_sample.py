@@ -34,12 +34,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gptiny_cli import checkpoint  # noqa: E402
 from gptiny_cli.data import Vocab  # noqa: E402
-from gptiny_cli.inference import PRECISIONS, for_inference  # noqa: E402
+from gptiny_cli.generation.inference import PRECISIONS, for_inference  # noqa: E402
+from gptiny_cli.generation.sample import generate  # noqa: E402
 from gptiny_cli.model import build_model  # noqa: E402
-from gptiny_cli.runs import load_run  # noqa: E402
-from gptiny_cli.sample import generate  # noqa: E402
+from gptiny_cli.store import tensorfile  # noqa: E402
+from gptiny_cli.store.runs import load_run  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 CPU = torch.device("cpu")
@@ -134,9 +134,9 @@ def timed(argv: list[str], repeats: int) -> list[float]:
 
 def quality(weights: Path, corpus: Path) -> None:
     """Validation loss of trained weights in each number format, on 32 windows of the corpus's last 10%."""
-    config, vocab_size = checkpoint.model_config_of(weights)
+    config, vocab_size = tensorfile.model_config_of(weights)
     model = build_model(config, vocab_size).eval()
-    checkpoint.load_weights(weights, model)
+    tensorfile.load_weights(weights, model)
     text = corpus.read_text(encoding="utf-8")
     vocab = Vocab.from_text(text)
     if vocab.size != vocab_size:

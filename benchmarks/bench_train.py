@@ -24,10 +24,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.seed_model import SeedGPT  # noqa: E402
 from gptiny_cli.config import load_config  # noqa: E402
-from gptiny_cli.data import get_batch, prepare_corpus  # noqa: E402
-from gptiny_cli.device import peak_flops  # noqa: E402
-from gptiny_cli.session import setup  # noqa: E402
-from gptiny_cli.train import train_step  # noqa: E402
+from gptiny_cli.data import get_batch  # noqa: E402
+from gptiny_cli.hardware.device import peak_flops  # noqa: E402
+from gptiny_cli.prepare.corpus import prepare_corpus  # noqa: E402
+from gptiny_cli.training.loop import train_step  # noqa: E402
+from gptiny_cli.training.session import setup  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 

@@ -155,6 +155,16 @@ class LogConfig:
     # TensorBoard event files in the run directory; needs the optional extra gptiny[tensorboard].
     tensorboard: bool = False
 
+    def require_installed(self) -> None:
+        """Refuse, before any run is created or changed, a log that needs a package not installed."""
+        if not self.tensorboard:
+            return
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise GptinyError("log.tensorboard = true needs the tensorboard package, an optional extra: "
+                              "pip install 'gptiny[tensorboard]' (or set log.tensorboard = false)") from None
+
 
 SECTIONS: tuple[type, ...] = (DataConfig, ModelConfig, TrainConfig, SampleConfig, LogConfig)
 

@@ -247,3 +247,20 @@ class Bigram(nn.Module):
 
 def build_model(cfg: ModelConfig, vocab_size: int) -> nn.Module:
     return Bigram(cfg, vocab_size) if cfg.arch == "bigram" else GPT(cfg, vocab_size)
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    total: int
+    embedding: int
+
+    @property
+    def non_embedding(self) -> int:
+        return self.total - self.embedding
+
+
+def count_params(model: nn.Module) -> ParamCounts:
+    """Parameters in all, and in the embeddings; a tied tensor counts once."""
+    total = sum(p.numel() for _, p in model.named_parameters())  # named_parameters yields tied ones once
+    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    return ParamCounts(total, embedding)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gptiny_cli.config import RunConfig, config_from_dict
-from gptiny_cli.data import prepare_corpus
+from gptiny_cli.prepare.corpus import prepare_corpus
 
 # Two processes on two cores each would slow each other down; tests are tiny anyway.
 torch.set_num_threads(1)

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from gptiny_cli import train
 from gptiny_cli.config import RunConfig, config_from_dict
-from gptiny_cli.resume import resume
-from gptiny_cli.session import setup
+from gptiny_cli.training import loop
+from gptiny_cli.training.resume import resume
+from gptiny_cli.training.session import setup
 from tests.conftest import cli_env, tiny_raw, write_config
 
 CHECKPOINT = Path("checkpoint")
@@ -37,7 +37,7 @@ def with_max_iters(raw: dict, max_iters: int) -> RunConfig:
 
 def train_straight(config: RunConfig, name: str = "straight") -> Path:
     session = setup(config, device="cpu", name=name)
-    events = list(train.run(session))
+    events = list(loop.run(session))
     assert events[-1].status == "completed"
     return session.run_dir
 
@@ -45,13 +45,13 @@ def train_straight(config: RunConfig, name: str = "straight") -> Path:
 def train_until(config: RunConfig, stop_at: int, name: str = "cut") -> Path:
     """Train as if Ctrl-C came during the step that reaches ``stop_at``."""
     session = setup(config, device="cpu", name=name)
-    events = list(train.run(session, should_stop=lambda: session.iter >= stop_at))
+    events = list(loop.run(session, should_stop=lambda: session.iter >= stop_at))
     assert events[-1].status == "interrupted" and events[-1].iter == stop_at
     return session.run_dir
 
 
 def resume_to_end(run_dir: Path, *overrides: str) -> list:
-    events = list(train.run(resume(run_dir, overrides=list(overrides), device="cpu")))
+    events = list(loop.run(resume(run_dir, overrides=list(overrides), device="cpu")))
     assert events[-1].status == "completed"
     return events
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from gptiny_cli.cli import app
-from gptiny_cli.curves import BLOCKS, bucket, loss_curve, sparkline
-from gptiny_cli.history import LossHistory
+from gptiny_cli.report.curves import BLOCKS, bucket, loss_curve, sparkline
+from gptiny_cli.store.history import LossHistory
 from tests.conftest import tiny_raw, write_config
 
 

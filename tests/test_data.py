@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from gptiny_cli.data import Vocab, get_batch, load_corpus, prepare_corpus, sequential_batches
+from gptiny_cli.data import Vocab, get_batch, load_corpus, sequential_batches
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.prepare.corpus import prepare_corpus
 
 
 def test_vocab_is_the_sorted_set_of_characters_including_newlines_and_unicode():

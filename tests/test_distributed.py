@@ -21,14 +21,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gptiny_cli import train
 from gptiny_cli.cli import app
 from gptiny_cli.config import config_from_dict
-from gptiny_cli.data import prepare_corpus
-from gptiny_cli.distributed import World
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.resume import resume
-from gptiny_cli.session import setup
+from gptiny_cli.prepare.corpus import prepare_corpus
+from gptiny_cli.training import loop
+from gptiny_cli.training.distributed import World
+from gptiny_cli.training.resume import resume
+from gptiny_cli.training.session import setup
 from tests.conftest import TINY_TEXT, cli_env, tiny_raw, write_config
 
 # Bounds every job: a hang fails the test instead of stalling the suite.
@@ -71,7 +71,7 @@ def assert_same_curve(got: dict, want: dict) -> None:
 
 def single_process_run(raw: dict, runs_dir: Path) -> Path:
     session = setup(config_from_dict(raw), device="cpu", runs_dir=runs_dir, name="single")
-    list(train.run(session))
+    list(loop.run(session))
     return session.run_dir
 
 
@@ -123,7 +123,7 @@ def test_a_two_process_run_resumes_on_one_process_with_the_same_global_batch(job
     run_dir = shutil.copytree(job.run_dir, tmp_path / "copy")
     session = resume(run_dir, overrides=["train.max_iters=30"], device="cpu")
     assert session.config.train.grad_accum == 2 and session.info["global_batch"] == 8
-    list(train.run(session))
+    list(loop.run(session))
     (entry,) = json.loads((run_dir / "run.json").read_text())["resumes"]
     assert entry["overrides"] == {"train.max_iters": 30, "train.grad_accum": 2} and entry["world_size"] == 1
     straight = single_process_run(raw_config(job.data_dir, grad_accum=2, max_iters=30), tmp_path / "single")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gptiny_cli import download
 from gptiny_cli.cli import app
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.prepare import download
 from tests.conftest import TINY_TEXT
 
 runner = CliRunner()

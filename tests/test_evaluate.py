@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from gptiny_cli.cli import app
-from gptiny_cli.data import Vocab, prepare_corpus
-from gptiny_cli.evaluate import evaluate, split_known
+from gptiny_cli.data import Vocab
+from gptiny_cli.prepare.corpus import prepare_corpus
+from gptiny_cli.report.evaluate import evaluate, split_known
 from tests.conftest import TINY_TEXT
 from tests.training import train_tiny
 

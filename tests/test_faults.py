@@ -21,13 +21,13 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from gptiny_cli import checkpoint, manifest
 from gptiny_cli.cli import app
 from gptiny_cli.config import config_from_dict
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.resume import resume
-from gptiny_cli.runs import load_run
-from gptiny_cli.session import setup
+from gptiny_cli.store import manifest, tensorfile
+from gptiny_cli.store.runs import load_run
+from gptiny_cli.training.resume import resume
+from gptiny_cli.training.session import setup
 from tests.conftest import cli_env, tiny_raw, write_config
 from tests.runtools import CHECKPOINT, run_info, saved_step, tensors, train_until
 
@@ -315,7 +315,7 @@ def tiny_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_weights_that_do_not_fit_the_config_are_refused_naming_the_tensor(run_dir, change, message):
     weights = tiny_tensors(run_dir)
     change(weights)
-    save_file(weights, "forged.safetensors", metadata=checkpoint.read_header(
+    save_file(weights, "forged.safetensors", metadata=tensorfile.read_header(
         run_dir / CHECKPOINT / "model.safetensors")[0])
     forge(run_dir, "model.safetensors", Path("forged.safetensors").read_bytes())
     for command in COMMANDS:

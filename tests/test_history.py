@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from gptiny_cli.cli import app
-from gptiny_cli.history import list_runs, read_history
+from gptiny_cli.store.history import list_runs, read_history
 from tests.training import train_tiny
 
 runner = CliRunner()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptiny_cli.optim import orthogonalize
-from gptiny_cli.schedule import learning_rate
+from gptiny_cli.training.optim import orthogonalize
+from gptiny_cli.training.schedule import learning_rate
 
 
 def test_warmup_rises_linearly_to_the_base_rate():

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from gptiny_cli.cli import app
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.history import LossHistory, read_history
-from gptiny_cli.plot import loss_figure, save_figure
+from gptiny_cli.report.plot import loss_figure, save_figure
+from gptiny_cli.store.history import LossHistory, read_history
 from tests.training import train_tiny
 
 runner = CliRunner()

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gptiny_cli.config import SECTIONS, RunConfig, load_config
-from gptiny_cli.data import Vocab, load_corpus, prepare_corpus
+from gptiny_cli.data import Vocab, load_corpus
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.prepare.corpus import prepare_corpus
 
 # Every example writes into the test's own temporary directory (the autouse fixture chdirs there),
 # overwriting the previous example's files, so sharing it between examples is harmless.

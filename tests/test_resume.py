@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gptiny_cli import manifest, train
 from gptiny_cli.cli import app
 from gptiny_cli.config import config_from_dict
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.resume import resume
-from gptiny_cli.runs import load_run
-from gptiny_cli.session import setup
+from gptiny_cli.store import manifest
+from gptiny_cli.store.runs import load_run
+from gptiny_cli.training import loop
+from gptiny_cli.training.resume import resume
+from gptiny_cli.training.session import setup
 from tests.conftest import tiny_raw, write_config
 from tests.runtools import (
     CHECKPOINT,
@@ -63,7 +64,7 @@ def test_a_run_that_failed_after_its_checkpoint_resumes_to_the_same_result(data_
     monkeypatch.setenv("GPTINY_FAULT_NAN_AT", "8")
     session = setup(config, device="cpu", name="crashed")
     with pytest.raises(GptinyError, match="iteration 8"):
-        list(train.run(session))
+        list(loop.run(session))
     assert saved_step(session.run_dir) == 6 and logged_iter(session.run_dir) == 7  # rows 7 will come again
     monkeypatch.delenv("GPTINY_FAULT_NAN_AT")
     resume_to_end(session.run_dir)
@@ -134,7 +135,7 @@ def test_resume_refuses_a_config_edited_by_hand(data_dir):
 
 
 def test_resume_refuses_a_different_corpus_at_the_data_path(data_dir, tmp_path):
-    from gptiny_cli.data import prepare_corpus
+    from gptiny_cli.prepare.corpus import prepare_corpus
 
     run_dir = train_until(config_from_dict(tiny_raw(data_dir)), stop_at=5)
     other = tmp_path / "other.txt"
@@ -157,7 +158,7 @@ def test_a_run_whose_data_moved_resumes_with_its_new_path(data_dir, tmp_path):
 
 def test_a_run_being_trained_cannot_be_resumed_by_another_process(data_dir):
     session = setup(config_from_dict(tiny_raw(data_dir)), device="cpu")
-    events = train.run(session)
+    events = loop.run(session)
     next(events)  # the evaluation at iteration 0, checkpoint saved, run still in progress
     with pytest.raises(GptinyError, match="being trained by another process"):
         resume(session.run_dir, device="cpu")
@@ -174,7 +175,7 @@ def test_tied_weights_stay_tied_through_save_load_and_resume(data_dir):
     assert model.head.weight is model.tok_emb.weight
     session = resume(run_dir, device="cpu")
     assert session.model.head.weight is session.model.tok_emb.weight
-    list(train.run(session))
+    list(loop.run(session))
     assert session.model.head.weight is session.model.tok_emb.weight
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from gptiny_cli.config import ModelConfig
+from gptiny_cli.generation.sample import Sampler, filter_logits, generate, logits_to_probs
 from gptiny_cli.model import build_model
-from gptiny_cli.sample import Sampler, filter_logits, generate, logits_to_probs
 
 VOCAB = 11
 BLOCK = 8

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from gptiny_cli.config import ModelConfig
+from gptiny_cli.generation.sample import plain_context
 from gptiny_cli.model import build_model
-from gptiny_cli.sample import plain_context
 
 VOCAB, BLOCK, LAYERS, HEADS, WIDTH = 11, 8, 2, 2, 16
 

@@ -10,9 +10,9 @@ import torch.nn as nn
 
 from gptiny_cli.config import ModelConfig
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.inference import Decoder, Int8Linear, for_inference
+from gptiny_cli.generation.inference import Decoder, Int8Linear, for_inference
+from gptiny_cli.generation.sample import generate
 from gptiny_cli.model import build_model
-from gptiny_cli.sample import generate
 
 CPU = torch.device("cpu")
 VOCAB, BLOCK = 11, 8

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptiny_cli.sample import SampleText, follow
+from gptiny_cli.generation.sample import SampleText, follow
 
 CHARS = ("\n", " ", "a", "b", "c")
 

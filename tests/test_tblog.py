@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from gptiny_cli.cli import app
 from gptiny_cli.config import config_from_dict
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.session import setup
-from gptiny_cli.tblog import logged
-from gptiny_cli.train import StepStats, run
+from gptiny_cli.report.tblog import logged
+from gptiny_cli.training.loop import StepStats, run
+from gptiny_cli.training.session import setup
 from tests.conftest import tiny_raw, write_config
 from tests.training import train_tiny
 

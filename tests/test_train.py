@@ -8,22 +8,22 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from gptiny_cli import train
 from gptiny_cli.config import config_from_dict
-from gptiny_cli.session import setup
+from gptiny_cli.training import loop
+from gptiny_cli.training.session import setup
 from tests.conftest import tiny_raw
 
 
 def run_to_end(config, runs_dir: Path = Path("runs"), name: str = "t") -> tuple[Path, list]:
     session = setup(config, device="cpu", runs_dir=runs_dir, name=name)
-    events = list(train.run(session))
+    events = list(loop.run(session))
     return session.run_dir, events
 
 
 def test_loss_falls_on_a_repetitive_corpus(data_dir):
     config = config_from_dict(tiny_raw(data_dir, max_iters=60, eval_interval=30))
     _, events = run_to_end(config)
-    evals = [e for e in events if isinstance(e, train.EvalStats)]
+    evals = [e for e in events if isinstance(e, loop.EvalStats)]
     assert evals[0].val_loss > math.log(20)  # near uniform over the vocabulary at the start
     assert evals[-1].val_loss < evals[0].val_loss - 1.0
 
@@ -39,7 +39,7 @@ def test_run_directory_holds_every_file(tiny_config):
     assert info["iters"] == 20
     assert info["parameters"] > 0
     assert math.isfinite(info["final_val_loss"])
-    assert isinstance(events[-1], train.Finished)
+    assert isinstance(events[-1], loop.Finished)
 
 
 def test_metrics_rows_have_the_documented_fields(tiny_config):
@@ -93,12 +93,12 @@ def test_bigram_baseline_learns(data_dir):
     raw = tiny_raw(data_dir, learning_rate=0.1, max_iters=60, eval_interval=60)
     raw["model"]["arch"] = "bigram"
     _, events = run_to_end(config_from_dict(raw))
-    evals = [e for e in events if isinstance(e, train.EvalStats)]
+    evals = [e for e in events if isinstance(e, loop.EvalStats)]
     assert evals[-1].val_loss < evals[0].val_loss - 0.5
 
 
 def test_muon_optimizer_trains(data_dir):
     config = config_from_dict(tiny_raw(data_dir, optimizer="muon", max_iters=60, eval_interval=30))
     _, events = run_to_end(config)
-    evals = [e for e in events if isinstance(e, train.EvalStats)]
+    evals = [e for e in events if isinstance(e, loop.EvalStats)]
     assert evals[-1].val_loss < evals[0].val_loss - 1.0

@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gptiny_cli import atomic, manifest
 from gptiny_cli.config import RunConfig, config_from_dict, read_toml
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.store import atomic, manifest
 
 if TYPE_CHECKING:  # torch stays out of commands that only read run.json (runs, plot)
     import torch.nn as nn
@@ -133,9 +133,9 @@ def require_files(run_dir: Path) -> None:
 
 def load_run(run_dir: Path, which: str = "best") -> LoadedRun:
     """The config, vocabulary and weights of a run, each checked against the others and the manifest."""
-    from gptiny_cli import checkpoint
     from gptiny_cli.data import Vocab
     from gptiny_cli.model import build_model
+    from gptiny_cli.store import tensorfile
 
     run_dir = Path(run_dir)
     require_files(run_dir)
@@ -144,14 +144,14 @@ def load_run(run_dir: Path, which: str = "best") -> LoadedRun:
     recorded = manifest.read(ckpt, [weights.name])
     config = config_from_dict(read_toml(run_dir / "config.toml"))
     vocab = Vocab.load(run_dir / "vocab.json")
-    _, vocab_size = checkpoint.model_config_of(weights)
+    _, vocab_size = tensorfile.model_config_of(weights)
     if vocab_size != vocab.size:
         raise GptinyError(
             f"{run_dir}/vocab.json has {vocab.size} characters but {weights.name} was trained on {vocab_size}"
         )
     manifest.check_vocab(recorded, vocab.chars, run_dir / "vocab.json")
     model = build_model(config.model, vocab.size)
-    checkpoint.load_weights(weights, model)
+    tensorfile.load_weights(weights, model)
     manifest.check_config(recorded, config, run_dir / "config.toml", prefix="model.")
     model.eval()
     return LoadedRun(run_dir, config, vocab, model, weights)

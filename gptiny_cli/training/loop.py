@@ -21,12 +21,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gptiny_cli import checkpoint, distributed, faults, manifest, runs, state
 from gptiny_cli.data import get_batch, sequential_batches, step_seed
-from gptiny_cli.device import Precision
+from gptiny_cli.hardware.device import Precision
 from gptiny_cli.model import build_model
-from gptiny_cli.schedule import learning_rate
-from gptiny_cli.session import Session
+from gptiny_cli.store import manifest, runs, tensorfile
+from gptiny_cli.training import distributed, faults, state
+from gptiny_cli.training.schedule import learning_rate
+from gptiny_cli.training.session import Session
 
 
 @dataclass
@@ -269,7 +270,7 @@ def _finish(s: Session, interrupted: bool, early_stopped: bool) -> Finished:
     final = None
     if not interrupted and s.world.is_main:
         best = build_model(s.config.model, s.corpus.vocab.size).to(s.device)
-        checkpoint.load_weights(manifest.locate(s.run_dir) / manifest.BEST, best)
+        tensorfile.load_weights(manifest.locate(s.run_dir) / manifest.BEST, best)
         c = s.config
         final = full_split_loss(best, s.corpus.val, c.model.block_size, c.train.batch_size,
                                 s.device, s.precision)

@@ -3,17 +3,43 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 
 from gptiny_cli.config import load_config
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.model import build_model
-from gptiny_cli.runs import load_run, resolve_run
-from gptiny_cli.summary import count_params, module_rows
+from gptiny_cli.model import build_model, count_params
+from gptiny_cli.store.runs import load_run, resolve_run
+
+
+@dataclass(frozen=True)
+class ModuleRow:
+    name: str  # dotted path in the module tree, e.g. "blocks.0.attn"
+    kind: str  # the module's class name
+    depth: int
+    params: int  # parameters of this module and everything inside it
+    shapes: dict[str, list[int]]  # its own parameters, by local name
+
+
+def module_rows(model: nn.Module) -> list[ModuleRow]:
+    """Every module of the tree (the root excluded) with its parameter count and shapes."""
+    rows = []
+    seen: set[int] = set()
+    for name, module in model.named_modules():
+        count = sum(p.numel() for p in module.parameters())
+        if not name or count == 0:  # the root is the total; dropouts hold nothing
+            continue
+        shapes = {}
+        for local, param in module.named_parameters(recurse=False):
+            if id(param) not in seen:  # a tied head shows as sharing the embedding's tensor
+                shapes[local] = list(param.shape)
+        seen.update(id(p) for p in module.parameters(recurse=False))
+        rows.append(ModuleRow(name, type(module).__name__, name.count("."), count, shapes))
+    return rows
 
 
 def _vocab_size_of(data_path: str) -> int:

@@ -1,7 +1,6 @@
 """Commands about existing runs: ``runs`` (the table), ``plot`` (loss charts), ``eval`` (exact loss).
 
-Part of the command line, split from cli.py to keep each file readable: same rules, it parses,
-calls the library and renders. Importing it registers the commands on ``cli.app``.
+Registered on the app by ``cli/__init__.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gptiny_cli import history
-from gptiny_cli.cli import RUNS_DIR, Which, _user_errors, app, err, out
+from gptiny_cli.cli.common import RUNS_DIR, Which, err, out, user_errors
+from gptiny_cli.store import history
 
 
 def _short_count(n: int | None) -> str:
@@ -66,7 +65,6 @@ def _row(r: history.RunRecord) -> tuple[str, ...]:
             escape(r.device or "-"), _local_time(r.started_at), _clock(r.duration_s))
 
 
-@app.command("runs")
 def list_runs(
     runs_dir: RUNS_DIR = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -75,7 +73,7 @@ def list_runs(
 
     Examples: gptiny runs; gptiny runs --runs-dir /data/runs --json
     """
-    with _user_errors():
+    with user_errors():
         records = history.list_runs(runs_dir)
     if as_json:
         sys.stdout.write(json.dumps([r.to_json() for r in records], indent=2) + "\n")
@@ -93,7 +91,6 @@ def list_runs(
     (out if out.is_terminal else Console(width=200)).print(table)
 
 
-@app.command()
 def plot(
     run: Annotated[list[str], typer.Argument(help="Run directories, or `latest`.", show_default=False,
                                              autocompletion=complete_run)],
@@ -105,17 +102,16 @@ def plot(
 
     Examples: gptiny plot latest; gptiny plot runs/A runs/B --log --out compare.svg
     """
-    from gptiny_cli.plot import loss_figure, save_figure
-    from gptiny_cli.runs import resolve_run
+    from gptiny_cli.report.plot import loss_figure, save_figure
+    from gptiny_cli.store.runs import resolve_run
 
-    with _user_errors():
+    with user_errors():
         run_dirs = [resolve_run(spec, runs_dir) for spec in run]
         figure = loss_figure([(d.name, history.read_history(d)) for d in run_dirs], log_scale=log)
         save_figure(figure, out_path)
     out.print(f"wrote {out_path} ({len(run_dirs)} run{'s' if len(run_dirs) > 1 else ''})", highlight=False)
 
 
-@app.command("eval")
 def evaluate(
     run: Annotated[str, typer.Argument(help="A run directory, or `latest`.", autocompletion=complete_run)] = "latest",
     text: Annotated[Path | None, typer.Option(help="A UTF-8 text file \\[default: the run's validation split].",
@@ -130,10 +126,10 @@ def evaluate(
     Characters the run's vocabulary lacks are reported and skipped (the text is scored around them).
     Examples: gptiny eval latest; gptiny eval runs/<id> --text other.txt --json
     """
-    from gptiny_cli.evaluate import evaluate as score
-    from gptiny_cli.runs import resolve_run
+    from gptiny_cli.report.evaluate import evaluate as score
+    from gptiny_cli.store.runs import resolve_run
 
-    with _user_errors():
+    with user_errors():
         report = score(resolve_run(run, runs_dir), text, checkpoint.value, device)
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")

@@ -12,17 +12,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from gptiny_cli import atomic, distributed, manifest, runs
 from gptiny_cli.config import RunConfig, config_from_dict, read_toml
 from gptiny_cli.data import Corpus, load_corpus
-from gptiny_cli.device import Precision, peak_flops, resolve_precision
-from gptiny_cli.distributed import World
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.model import build_model
-from gptiny_cli.optim import make_optimizer
-from gptiny_cli.runlock import RunLock
-from gptiny_cli.schedule import flops_per_token
-from gptiny_cli.summary import count_params
+from gptiny_cli.hardware.device import Precision, peak_flops, resolve_precision
+from gptiny_cli.model import build_model, count_params
+from gptiny_cli.store import atomic, manifest, runs
+from gptiny_cli.store.runlock import RunLock
+from gptiny_cli.training import distributed
+from gptiny_cli.training.distributed import World
+from gptiny_cli.training.optim import make_optimizer
+from gptiny_cli.training.schedule import flops_per_token
 
 
 @dataclass

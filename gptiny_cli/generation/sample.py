@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from gptiny_cli.inference import one_position
+from gptiny_cli.generation.inference import one_position
 from gptiny_cli.model import Bigram
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
-from gptiny_cli.train import EvalStats, Finished, StepStats
+from gptiny_cli.training.loop import EvalStats, Finished, StepStats
 
 LN2 = math.log(2)
 

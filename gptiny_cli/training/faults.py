@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from gptiny_cli import distributed, manifest, runs
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.store import manifest, runs
+from gptiny_cli.training import distributed
 
 if TYPE_CHECKING:
-    from gptiny_cli.session import Session
+    from gptiny_cli.training.session import Session
 
 
 def nan_at() -> int | None:

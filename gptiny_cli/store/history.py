@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.runs import read_run_info
+from gptiny_cli.store.runs import read_run_info
 
 
 @dataclass(frozen=True)

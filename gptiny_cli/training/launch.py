@@ -15,14 +15,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptiny_cli import distributed, manifest, tblog
 from gptiny_cli.config import RunConfig, config_from_dict, load_config, parse_override, read_toml
 from gptiny_cli.data import load_corpus
-from gptiny_cli.distributed import World
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.resume import fit_world, resume
-from gptiny_cli.runs import find_job_run, read_run_info, require_files, resolve_run
-from gptiny_cli.session import Session, check_config_against_data, setup
+from gptiny_cli.store import manifest
+from gptiny_cli.store.runs import find_job_run, read_run_info, require_files, resolve_run
+from gptiny_cli.training import distributed
+from gptiny_cli.training.distributed import World
+from gptiny_cli.training.resume import fit_world, resume
+from gptiny_cli.training.session import Session, check_config_against_data, setup
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class TrainRequest:
         if self.resume:
             return None
         config = load_config(self.config, self.overrides)
-        tblog.require(config)
+        config.log.require_installed()
         return config
 
     def worker_args(self) -> list[str]:
@@ -64,6 +65,10 @@ class TrainRequest:
             if value is not None:
                 args += [option, str(value)]
         return args
+
+
+def _stored_config(run_dir: Path) -> RunConfig:
+    return config_from_dict(read_toml(run_dir / "config.toml"))
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
@@ -103,7 +108,8 @@ def start_session(request: TrainRequest, world: World) -> Session:
     config = request.load_config()
     how, where = _agreed_target(request, world)
     if how == "resume":
-        tblog.require_for_run(Path(where))
+        if (Path(where) / "config.toml").is_file():  # else resume names what is missing
+            _stored_config(Path(where)).log.require_installed()
         return resume(Path(where), overrides=request.overrides, world=world)
     if how == "continue":
         return resume(Path(where), world=world, config=config)
@@ -125,8 +131,8 @@ def _precheck(request: TrainRequest, nproc: int) -> None:
     if config is None:
         run_dir = resolve_run(request.resume, request.runs_dir)
         require_files(run_dir)
-        stored = config_from_dict(read_toml(run_dir / "config.toml"))
-        tblog.require(stored)
+        stored = _stored_config(run_dir)
+        stored.log.require_installed()
         if not any(parse_override(text)[:2] == ("train", "grad_accum") for text in request.overrides):
             fit_world(stored, read_run_info(run_dir), nproc, run_dir)
     else:

@@ -2,7 +2,7 @@
 
 The event files go into the run directory itself, so ``tensorboard --logdir runs`` shows every
 run under its directory name. The ``tensorboard`` package is an optional extra
-(``pip install 'gptiny[tensorboard]'``); ``require`` says so before any run is created or changed.
+(``pip install 'gptiny[tensorboard]'``); ``LogConfig.require_installed`` says so before any run starts.
 """
 
 from __future__ import annotations
@@ -10,29 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from gptiny_cli.config import RunConfig, config_from_dict, read_toml
-from gptiny_cli.errors import GptinyError
-from gptiny_cli.train import EvalStats, Event, Finished, StepStats
-
-MISSING = ("log.tensorboard = true needs the tensorboard package, an optional extra: "
-           "pip install 'gptiny[tensorboard]' (or set log.tensorboard = false)")
-
-
-def require(config: RunConfig) -> None:
-    """Raise a GptinyError when the config asks for TensorBoard and it is not installed."""
-    if not config.log.tensorboard:
-        return
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        raise GptinyError(MISSING) from None
-
-
-def require_for_run(run_dir: Path) -> None:
-    """``require`` for the config of an existing run (before it is resumed)."""
-    path = Path(run_dir) / "config.toml"
-    if path.is_file():
-        require(config_from_dict(read_toml(path)))
+from gptiny_cli.training.loop import EvalStats, Event, Finished, StepStats
 
 
 def scalars(event: Event) -> dict[str, float]:

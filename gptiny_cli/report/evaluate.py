@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from gptiny_cli.data import Vocab, load_corpus, read_corpus
-from gptiny_cli.device import pick_device, resolve_precision
+from gptiny_cli.data import Vocab, load_corpus
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.runs import LoadedRun, load_run
-from gptiny_cli.train import full_split_loss
+from gptiny_cli.hardware.device import pick_device, resolve_precision
+from gptiny_cli.prepare.corpus import read_corpus
+from gptiny_cli.store.runs import LoadedRun, load_run
+from gptiny_cli.training.loop import full_split_loss
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """The ``sample`` command: generate text from a run, streamed, in a batch, or as JSON lines.
 
-Part of the command line, split from cli.py to keep each file readable: same rules, it parses,
-calls the library and renders. Importing it registers the command on ``cli.app``.
+Registered on the app by ``cli/__init__.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from gptiny_cli.cli import RUNS_DIR, Which, _user_errors, app, err, out
+from gptiny_cli.cli.common import RUNS_DIR, Which, err, out, user_errors
 from gptiny_cli.errors import GptinyError
 
 
@@ -27,7 +26,6 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
-@app.command()
 def sample(
     run: Annotated[str, typer.Argument(help="A run directory, or `latest`.")] = "latest",
     tokens: Annotated[int | None, typer.Option(help="Characters to generate \\[default: sample.tokens, 500].")] = None,
@@ -57,12 +55,12 @@ def sample(
     """
     import torch
 
-    from gptiny_cli.device import pick_device
-    from gptiny_cli.inference import auto_precision, for_inference
-    from gptiny_cli.runs import load_run, resolve_run
-    from gptiny_cli.sample import SampleText, generate
+    from gptiny_cli.generation.inference import auto_precision, for_inference
+    from gptiny_cli.generation.sample import SampleText, generate
+    from gptiny_cli.hardware.device import pick_device
+    from gptiny_cli.store.runs import load_run, resolve_run
 
-    with _user_errors():
+    with user_errors():
         loaded = load_run(resolve_run(run, runs_dir), checkpoint.value)
         defaults = loaded.config.sample
         n = defaults.tokens if tokens is None else tokens
@@ -127,7 +125,7 @@ def _read_prompt(prompt: str, prompt_file: Path | None) -> str:
 
 def _run(steps, chars: tuple[str, ...], samples: list, prompt: str, live: bool) -> bool:
     """Generate into ``samples``, streaming if ``live``; True if Ctrl-C cut it short."""
-    from gptiny_cli.sample import follow
+    from gptiny_cli.generation.sample import follow
 
     def write(_: int, text: str) -> None:
         sys.stdout.write(text)

@@ -21,8 +21,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from gptiny_cli.device import pick_device
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.hardware.device import pick_device
 
 # A collective that waits longer than this for a peer fails instead of hanging: long enough for
 # rank 0 to write a checkpoint or for torch.compile to finish on every rank.

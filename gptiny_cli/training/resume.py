@@ -7,12 +7,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gptiny_cli import atomic, distributed, manifest, runs, state
 from gptiny_cli.config import RunConfig, config_from_dict, parse_override, read_toml
-from gptiny_cli.distributed import World
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.runlock import RunLock
-from gptiny_cli.session import Session, build, checkpoint_bytes, now, same_run
+from gptiny_cli.store import atomic, manifest, runs
+from gptiny_cli.store.runlock import RunLock
+from gptiny_cli.training import distributed, state
+from gptiny_cli.training.distributed import World
+from gptiny_cli.training.session import Session, build, checkpoint_bytes, now, same_run
 
 
 class AlreadyComplete(GptinyError):

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from gptiny_cli import atomic
 from gptiny_cli.config import RunConfig
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.store import atomic
 
 FORMAT = "gptiny-checkpoint-1"
 CURRENT, PREVIOUS, STAGING_PREFIX = "checkpoint", ".checkpoint-old", ".checkpoint-new-"

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gptiny_cli import atomic
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.history import LossHistory
+from gptiny_cli.store import atomic
+from gptiny_cli.store.history import LossHistory
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

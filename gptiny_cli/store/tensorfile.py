@@ -23,9 +23,9 @@ import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from gptiny_cli import atomic
 from gptiny_cli.config import ModelConfig
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.store import atomic
 
 FORMAT = "gptiny-weights-1"
 # The safetensors library refuses longer headers too; ours are a few kilobytes.

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from gptiny_cli import checkpoint, manifest
 from gptiny_cli.data import Vocab
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.schedule import learning_rate
+from gptiny_cli.store import manifest, tensorfile
+from gptiny_cli.training.schedule import learning_rate
 
 if TYPE_CHECKING:
-    from gptiny_cli.session import Session
+    from gptiny_cli.training.session import Session
 
 FORMAT = 1
 
@@ -69,7 +69,7 @@ def save_checkpoint(s: Session, best: bool) -> None:
     meta = json.dumps(state_meta(s), indent=2) + "\n"
 
     def write_last(path: Path) -> None:
-        checkpoint.write_weights(path, s.model, s.config.model, s.corpus.vocab.size)
+        tensorfile.write_weights(path, s.model, s.config.model, s.corpus.vocab.size)
 
     def write_best(path: Path) -> None:
         source = path.with_name(manifest.LAST) if best or not previous_best.is_file() else previous_best
@@ -78,7 +78,7 @@ def save_checkpoint(s: Session, best: bool) -> None:
     writers = {
         manifest.LAST: write_last,
         manifest.BEST: write_best,
-        manifest.STATE_TENSORS: lambda p: checkpoint.save_tensors(tensors, p, {"iter": str(s.iter)}),
+        manifest.STATE_TENSORS: lambda p: tensorfile.save_tensors(tensors, p, {"iter": str(s.iter)}),
         manifest.STATE_META: lambda p: p.write_text(meta, encoding="utf-8"),
     }
     header = manifest.header(s.iter, s.config, s.corpus.vocab.chars, s.corpus.meta.get("sha256"))
@@ -97,8 +97,8 @@ def load_checkpoint(s: Session) -> None:
             f"the data at {s.corpus.directory} is not the corpus this run was trained on; point the run at "
             "its own prepared data with --set data.path=DIR"
         )
-    checkpoint.check_weights(ckpt / manifest.BEST, s.model)  # carried into every later checkpoint
-    checkpoint.load_weights(ckpt / manifest.LAST, s.model)
+    tensorfile.check_weights(ckpt / manifest.BEST, s.model)  # carried into every later checkpoint
+    tensorfile.load_weights(ckpt / manifest.LAST, s.model)
     meta = _read_meta(ckpt / manifest.STATE_META)
     if meta["iter"] != recorded["step"]:
         raise GptinyError(f"{ckpt / manifest.STATE_META} is for iteration {meta['iter']}, the manifest for "
@@ -131,10 +131,10 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _expected_state(s: Session, entries: checkpoint.Entries) -> checkpoint.Entries:
+def _expected_state(s: Session, entries: tensorfile.Entries) -> tensorfile.Entries:
     """What a state file for this session may hold: each parameter's moments."""
     params = dict(s.model.named_parameters())
-    expected: checkpoint.Entries = {}
+    expected: tensorfile.Entries = {}
     for key, (shape, _) in entries.items():
         if key.startswith("rng."):
             expected[key] = (shape, "U8")  # generator states that checkpoints before per-step seeding carry
@@ -143,11 +143,11 @@ def _expected_state(s: Session, entries: checkpoint.Entries) -> checkpoint.Entri
             if name in params:
                 param = params[name]
                 scalar = slot == "step"  # AdamW counts steps in a float32 scalar
-                expected[key] = ((), "F32") if scalar else (tuple(param.shape), checkpoint.dtype_name(param.dtype))
+                expected[key] = ((), "F32") if scalar else (tuple(param.shape), tensorfile.dtype_name(param.dtype))
     return expected
 
 
-def _missing_moments(s: Session, entries: checkpoint.Entries) -> list[str]:
+def _missing_moments(s: Session, entries: tensorfile.Entries) -> list[str]:
     """Optimizer tensors a parameter lacks that the others updated the same way (its group) have."""
     slots: dict[str, set[str]] = {}
     for key in entries:
@@ -168,14 +168,14 @@ def _missing_moments(s: Session, entries: checkpoint.Entries) -> list[str]:
 
 
 def _read_state_tensors(path: Path, s: Session, step: int) -> dict[str, torch.Tensor]:
-    metadata, entries = checkpoint.read_header(path)
+    metadata, entries = tensorfile.read_header(path)
     if metadata.get("iter") != str(step):
         raise GptinyError(f"{path} is for iteration {metadata.get('iter')}, state.json for {step}")
-    checkpoint.compare_entries(path, entries, _expected_state(s, entries), "this model's training state")
+    tensorfile.compare_entries(path, entries, _expected_state(s, entries), "this model's training state")
     missing = _missing_moments(s, entries)
     if missing:
         raise GptinyError(f"{path} does not match this model's training state: missing {', '.join(missing)}")
-    return checkpoint.read_tensors(path)
+    return tensorfile.read_tensors(path)
 
 
 def _restore_optimizer(s: Session, tensors: dict[str, torch.Tensor]) -> None:

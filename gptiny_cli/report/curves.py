@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from gptiny_cli.history import LossHistory
+from gptiny_cli.store.history import LossHistory
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 

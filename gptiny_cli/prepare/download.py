@@ -11,8 +11,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from gptiny_cli import atomic
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.store import atomic
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DEFAULT_MAX_BYTES = 100 * 2**20
