@@ -48,7 +48,7 @@ def describe(found: dict) -> list[str]:
     flags = ", ".join(f"{name} {_yes(c[key])}" for key, name in (("avx512", "AVX-512"),
                                                                    ("avx512_bf16", "AVX512-BF16"), ("amx", "AMX")))
     lines += ["", f"cpu: {c['model']}; torch kernels {c['torch_capability']}; {flags}; "
-                  f"{c['torch_threads']} torch threads of {c['logical_cores']} logical cores"]
+                  f"torch uses {c['torch_threads']} of {c['logical_cores']} logical cores"]
     speed = f"{m['flops'] / 1e12:.2f} TFLOP/s" if m["flops"] >= 1e12 else f"{m['flops'] / 1e9:.0f} GFLOP/s"
     against = (f", {m['fraction_of_peak']:.0%} of the {m['peak_flops'] / 1e12:g} TFLOP/s peak ({m['peak_source']})"
                if m["peak_flops"] else f"; peak: {m['peak_source']}")
