@@ -53,9 +53,10 @@ def sample(
     Examples: gptiny sample latest --tokens 500; gptiny sample runs/<id> --prompt "ROMEO:" --temperature 0.8;
     gptiny sample latest --num-samples 4 --stop $'\\n\\n' --json
     """
-    from gptiny_cli.generation.inference import auto_precision, for_inference
+    from gptiny_cli.generation.inference import for_inference
     from gptiny_cli.generation.sample import SampleText, generate
-    from gptiny_cli.hardware.device import pick_device
+    from gptiny_cli.hardware.device import auto_sample_precision, pick_device
+    from gptiny_cli.hardware.setup import use_device
     from gptiny_cli.store.runs import load_run, resolve_run
 
     with user_errors():
@@ -67,8 +68,9 @@ def sample(
         k = defaults.top_k if top_k is None else top_k
         text = _read_prompt(prompt, prompt_file)
         _check_prompt(text, loaded.vocab, "--prompt-file" if prompt_file else "--prompt")
-        dev = pick_device(device)
-        model = for_inference(loaded.model, auto_precision(dev) if precision == "auto" else precision.value, dev)
+        dev = use_device(pick_device(device), tf32=False)
+        chosen = auto_sample_precision(dev)[0] if precision == "auto" else precision.value
+        model = for_inference(loaded.model, chosen, dev)
     generator = _generator(dev, seed)
     start = loaded.vocab.chars.index("\n") if "\n" in loaded.vocab.chars else 0
     err.print(f"sampling {n} characters × {num_samples} from {loaded.weights}", highlight=False)
