@@ -53,10 +53,7 @@ def sample(
     Examples: gptiny sample latest --tokens 500; gptiny sample runs/<id> --prompt "ROMEO:" --temperature 0.8;
     gptiny sample latest --num-samples 4 --stop $'\\n\\n' --json
     """
-    from gptiny_cli.generation.inference import for_inference
     from gptiny_cli.generation.sample import SampleText, generate
-    from gptiny_cli.hardware.device import auto_sample_precision, pick_device
-    from gptiny_cli.hardware.setup import use_device
     from gptiny_cli.store.runs import load_run, resolve_run
 
     with user_errors():
@@ -68,9 +65,7 @@ def sample(
         k = defaults.top_k if top_k is None else top_k
         text = _read_prompt(prompt, prompt_file)
         _check_prompt(text, loaded.vocab, "--prompt-file" if prompt_file else "--prompt")
-        dev = use_device(pick_device(device), tf32=False)
-        chosen = auto_sample_precision(dev)[0] if precision == "auto" else precision.value
-        model = for_inference(loaded.model, chosen, dev)
+        model, dev = _for_inference(loaded.model, device, precision.value)
     generator = _generator(dev, seed)
     start = loaded.vocab.chars.index("\n") if "\n" in loaded.vocab.chars else 0
     err.print(f"sampling {n} characters × {num_samples} from {loaded.weights}", highlight=False)
@@ -83,6 +78,17 @@ def sample(
     _report_speed(samples, interrupted)
     if interrupted:
         raise typer.Exit(130)
+
+
+def _for_inference(model, device: str, precision: str):
+    """The model ready to generate on its device, in the number format asked for (or ``auto``'s)."""
+    from gptiny_cli.generation.inference import for_inference
+    from gptiny_cli.hardware.device import auto_sample_precision, pick_device
+    from gptiny_cli.hardware.setup import use_device
+
+    dev = use_device(pick_device(device), tf32=False)
+    chosen = auto_sample_precision(dev)[0] if precision == "auto" else precision
+    return for_inference(model, chosen, dev), dev
 
 
 def _generator(device, seed: int | None):
