@@ -1,0 +1,65 @@
+"""Where an export goes: a fresh directory, filled while hidden beside it and renamed into place.
+
+An existing non-empty directory is kept unless ``force``; with it, the old export is swapped out
+only once the new one is complete, so a failure at any point leaves the old one or nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from gptiny_cli.errors import GptinyError
+from gptiny_cli.store import atomic
+
+
+def require(extra: str, modules: Iterable[str]) -> None:
+    """Raise a one-line error naming ``pip install 'gptiny[extra]'`` unless every module imports."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise GptinyError(f"--format {extra} needs the {name} package, an optional extra: "
+                              f"pip install 'gptiny[{extra}]'") from None
+
+
+def check_target(out: Path, force: bool) -> None:
+    """Refuse an output that is a file, or a non-empty directory unless ``force``."""
+    if out.exists() and not out.is_dir():
+        raise GptinyError(f"--out {out} is a file; give a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise GptinyError(f"--out {out} already exists and is not empty; add --force to replace it")
+
+
+def write_dir(out: Path, force: bool, fill: Callable[[Path], None]) -> None:
+    """Have ``fill`` write a hidden staging directory beside ``out``, then move it onto ``out``."""
+    out = Path(out)
+    check_target(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        staging.chmod(0o777 & ~atomic.current_umask())
+        fill(staging)
+        for path in staging.iterdir():
+            with open(path, "rb+") as handle:
+                os.fsync(handle.fileno())
+        _swap(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _swap(staging: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
+    atomic.fsync_dir(out.parent)
