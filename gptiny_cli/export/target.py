@@ -39,6 +39,7 @@ def write_dir(out: Path, force: bool, fill: Callable[[Path], None]) -> None:
     """Have ``fill`` write a hidden staging directory beside ``out``, then move it onto ``out``."""
     out = Path(out)
     check_target(out, force)
+    created = [parent for parent in reversed(out.parents) if not parent.exists()]  # outermost first
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     try:
@@ -50,6 +51,8 @@ def write_dir(out: Path, force: bool, fill: Callable[[Path], None]) -> None:
         _swap(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for parent in reversed(created):  # a failed export leaves no empty RUN/export/ behind
+            parent.rmdir()
         raise
 
 
