@@ -34,21 +34,18 @@ def sample_text(loaded: LoadedRun, n: int = SAMPLE_CHARS) -> str:
 
 
 def _loss_line(info: dict) -> str:
-    loss = info.get("final_val_loss", info.get("best_val_loss"))
-    if loss is None:
-        return "- validation loss: not recorded"
-    return f"- validation loss: {loss:.4f} nats per character ({loss / math.log(2):.4f} bits per character)"
+    parts = [f"{label} {loss:.4f} nats per character ({loss / math.log(2):.4f} bits per character)"
+             for label, loss in (("best", info.get("best_val_loss")), ("final", info.get("final_val_loss")))
+             if isinstance(loss, (int, float))]
+    return "- validation loss: " + ("; ".join(parts) if parts else "not recorded")
+
+
+FENCE = "```"
 
 
 def model_card(loaded: LoadedRun, architecture: str, shift: float, residual: float) -> str:
     """The text of README.md for the export of ``loaded``."""
-    c, info = loaded.config.model, read_run_info(loaded.run_dir)
-    source, sha = data_facts(loaded)
-    chars = "".join(loaded.vocab.chars)
-    fence = "```"
-    shift_note = (f" Every logit is lowered by the same {shift:.6g}, which changes no probability."
-                  if shift else "")
-    return f"""---
+    header = f"""---
 library_name: transformers
 pipeline_tag: text-generation
 tags: [gptiny, character-level]
@@ -56,19 +53,30 @@ tags: [gptiny, character-level]
 
 # {loaded.run_dir.name}
 
-A character-level GPT trained from scratch with gptiny, exported as a
-`{architecture}` that transformers loads without custom code. One token is one character.
+A character-level GPT trained from scratch with gptiny, exported as a `{architecture}` that
+transformers loads without custom code. One token is one character.
+"""
+    return "\n".join([header, _data(loaded), _model(loaded, shift, residual), _usage(), _sample(loaded)])
 
-## Data
+
+def _data(loaded: LoadedRun) -> str:
+    source, sha = data_facts(loaded)
+    chars = json.dumps("".join(loaded.vocab.chars), ensure_ascii=False)
+    return f"""## Data
 
 - source: `{source}`
 - sha256: `{sha}`
-- vocabulary: {loaded.vocab.size} characters, in this order: `{json.dumps(chars, ensure_ascii=False)}`
+- vocabulary: {loaded.vocab.size} characters, in this order: `{chars}`
 
 Characters outside this vocabulary are **dropped silently** by the tokenizer: check a prompt with
 `tokenizer.decode(tokenizer(text).input_ids) == text`.
+"""
 
-## Model
+
+def _model(loaded: LoadedRun, shift: float, residual: float) -> str:
+    c, info = loaded.config.model, read_run_info(loaded.run_dir)
+    shift_note = f" Every logit is lowered by the same {shift:.6g}, which changes no probability." if shift else ""
+    return f"""## Model
 
 - {c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, block_size {c.block_size}, {c.position} positions,
   ReLU feed-forward of {4 * c.n_embd}, head tied to the embedding: {str(c.tie_weights).lower()}
@@ -76,28 +84,34 @@ Characters outside this vocabulary are **dropped silently** by the tokenizer: ch
 - weights: `{loaded.weights.name}` of the run, {info.get("iters", "?")} iterations
 {_loss_line(info)}
 
-gptiny's head has a bias and these architectures have none: it was folded exactly into the final
+gptiny's head has a bias and this architecture has none: it was folded exactly into the final
 LayerNorm's bias (largest logit error {residual:.1e}).{shift_note} Within block_size characters the
 logits equal gptiny's. Past block_size, gptiny slides its context; GPT-2 cannot go past
 `n_positions` and GPT-NeoX attends to every earlier character, which the model was not trained for.
+"""
 
-## Load it
 
-{fence}python
+def _usage() -> str:
+    return f"""## Load it
+
+{FENCE}python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 model = AutoModelForCausalLM.from_pretrained("PATH")
 tokenizer = AutoTokenizer.from_pretrained("PATH")
 ids = tokenizer("\\n", return_tensors="pt").input_ids
 print(tokenizer.decode(model.generate(ids, max_new_tokens=200)[0]))
-{fence}
+{FENCE}
+"""
 
-## A sample
 
-With the run's sampling defaults (temperature {loaded.config.sample.temperature}, top_k
-{loaded.config.sample.top_k or "off"}), seed 0:
+def _sample(loaded: LoadedRun) -> str:
+    s = loaded.config.sample
+    return f"""## A sample
 
-{fence}`text
+With the run's sampling defaults (temperature {s.temperature}, top_k {s.top_k or "off"}), seed 0:
+
+{FENCE}`text
 {sample_text(loaded)}
-{fence}`
+{FENCE}`
 """
