@@ -66,6 +66,13 @@ def test_an_existing_output_is_kept_unless_forced(run_dir):
     assert sorted(p.name for p in Path(".").iterdir() if p.name.startswith(".mine")) == []
 
 
+def test_an_output_that_holds_the_run_is_refused_even_with_force(run_dir):
+    before = files(run_dir)
+    refused(gptiny("export", str(run_dir), "--format", "hf", "--out", str(run_dir.parent), "--force"),
+            "holds the run")
+    assert files(run_dir) == before
+
+
 def test_a_vocabulary_too_large_to_fold_is_refused_and_onnx_still_exports(tmp_path):
     small = train_run(tmp_path, n_embd=16)  # the corpus has more than 17 characters
     before = files(small)

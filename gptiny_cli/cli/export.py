@@ -6,14 +6,15 @@ Registered on the app by ``cli/__init__.py``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gptiny_cli.cli.common import RUNS_DIR, Which, err, out, user_errors
-from gptiny_cli.errors import GptinyError
 
-FORMATS = ("hf", "onnx")
+if TYPE_CHECKING:
+    from gptiny_cli.export.hf_dir import HfExport
+    from gptiny_cli.export.onnx import OnnxExport
 
 
 def export(
@@ -33,48 +34,19 @@ def export(
     Examples: gptiny export latest --format hf; gptiny export runs/<id> --format onnx --out model-onnx;
     gptiny export latest --format hf --checkpoint last --force
     """
-    with user_errors():
-        if fmt not in FORMATS:
-            raise GptinyError(f"--format {fmt!r} is unknown: use hf (transformers) or onnx")
-        _export(run, fmt, out_dir, checkpoint.value, force, verify, runs_dir)
-
-
-def _export(run: str, fmt: str, out_dir: Path | None, checkpoint: str, force: bool, verify: bool,
-            runs_dir: Path) -> None:
-    from gptiny_cli.export import target
+    from gptiny_cli.export.exporting import check_format, default_out, export_run
     from gptiny_cli.store.runs import resolve_run
 
-    run_dir = resolve_run(run, runs_dir)
-    dest = out_dir or run_dir / "export" / fmt
-    target.check_target(dest, force)
-    if fmt == "hf":
-        from gptiny_cli.export import hf
-
-        target.require("hf", hf.MODULES)
-    else:
-        from gptiny_cli.export import onnx
-
-        target.require("onnx", onnx.MODULES)
-    from gptiny_cli.store.runs import load_run
-
-    loaded = load_run(run_dir, checkpoint)
-    err.print(f"exporting {loaded.weights} as {fmt}", highlight=False)
-    results = []
-    target.write_dir(dest, force, lambda staging: results.append(_write(fmt, loaded, staging, verify)))
-    out.print(f"wrote {dest}/: {_summary(fmt, results[0])}", highlight=False)
+    with user_errors():
+        check_format(fmt)
+        run_dir = resolve_run(run, runs_dir)
+        dest = out_dir or default_out(run_dir, fmt)
+        err.print(f"exporting {run_dir} ({checkpoint.value} weights) as {fmt}", highlight=False)
+        result = export_run(run_dir, fmt, dest, checkpoint.value, force, verify)
+    out.print(f"wrote {dest}/: {_summary(fmt, result)}", highlight=False)
 
 
-def _write(fmt: str, loaded, staging: Path, verify: bool):
-    if fmt == "hf":
-        from gptiny_cli.export.hf_dir import write_hf
-
-        return write_hf(loaded, staging, verify)
-    from gptiny_cli.export.onnx import write_onnx
-
-    return write_onnx(loaded.model, loaded.vocab, staging, verify)
-
-
-def _summary(fmt: str, result) -> str:
+def _summary(fmt: str, result: HfExport | OnnxExport) -> str:
     checked = ("not verified (--no-verify)" if result.difference is None
                else f"logits within {result.difference:.1e} of gptiny's")
     if fmt == "onnx":

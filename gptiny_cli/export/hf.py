@@ -26,7 +26,6 @@ import torch
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.model import GPT
 
-MODULES = ("tokenizers", "transformers")
 FOLD_TOLERANCE = 1e-5  # the largest logit error the folded bias may leave, after rounding to float32
 
 

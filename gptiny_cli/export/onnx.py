@@ -36,7 +36,6 @@ from gptiny_cli.store import atomic
 INPUTS = ("input_ids", "position", "past_keys", "past_values")
 OUTPUTS = ("logits", "present_keys", "present_values")
 TOLERANCE = 1e-4  # the largest logit difference from PyTorch that --verify accepts
-MODULES = ("onnx", "onnxscript", "onnxruntime")
 
 
 class CachedGPT(nn.Module):

@@ -12,9 +12,12 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.store import atomic
+
+T = TypeVar("T")
 
 
 def require(extra: str, modules: Iterable[str]) -> None:
@@ -27,24 +30,28 @@ def require(extra: str, modules: Iterable[str]) -> None:
                               f"pip install 'gptiny[{extra}]'") from None
 
 
-def check_target(out: Path, force: bool) -> None:
-    """Refuse an output that is a file, or a non-empty directory unless ``force``."""
+def check_target(out: Path, force: bool, run_dir: Path) -> None:
+    """Refuse an output that is a file, holds the run, or is a non-empty directory unless ``force``."""
+    where, run = Path(out).resolve(), Path(run_dir).resolve()
+    if where == run or where in run.parents:
+        raise GptinyError(f"--out {out} holds the run {run_dir} itself; choose a directory of its own")
     if out.exists() and not out.is_dir():
         raise GptinyError(f"--out {out} is a file; give a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise GptinyError(f"--out {out} already exists and is not empty; add --force to replace it")
 
 
-def write_dir(out: Path, force: bool, fill: Callable[[Path], None]) -> None:
-    """Have ``fill`` write a hidden staging directory beside ``out``, then move it onto ``out``."""
+def write_dir(out: Path, force: bool, run_dir: Path, fill: Callable[[Path], T]) -> T:
+    """Have ``fill`` write a hidden staging directory beside ``out``, then move it onto ``out``;
+    what ``fill`` returns."""
     out = Path(out)
-    check_target(out, force)
+    check_target(out, force, run_dir)
     created = [parent for parent in reversed(out.parents) if not parent.exists()]  # outermost first
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     try:
         staging.chmod(0o777 & ~atomic.current_umask())
-        fill(staging)
+        result = fill(staging)
         for path in staging.iterdir():
             with open(path, "rb+") as handle:
                 os.fsync(handle.fileno())
@@ -54,6 +61,7 @@ def write_dir(out: Path, force: bool, fill: Callable[[Path], None]) -> None:
         for parent in reversed(created):  # a failed export leaves no empty RUN/export/ behind
             parent.rmdir()
         raise
+    return result
 
 
 def _swap(staging: Path, out: Path) -> None:
