@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, pipeline
 
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.export.hf import fold_head_bias, per_head
@@ -67,6 +67,14 @@ def test_a_text_generation_pipeline_continues_a_prompt(exported):
     generate = pipeline("text-generation", model=str(out))
     (result,) = generate(PROMPT, max_new_tokens=20, do_sample=False)
     assert result["generated_text"] == greedy_text(run_dir, PROMPT, 20)
+
+
+def test_generation_defaults_are_the_runs_with_every_character_a_candidate(exported):
+    run_dir, out = exported
+    sample = load_run(run_dir).config.sample
+    config = GenerationConfig.from_pretrained(out)
+    assert config.do_sample and config.temperature == sample.temperature
+    assert config.top_k == 0 and config.max_new_tokens == sample.tokens  # transformers' own top_k would be 50
 
 
 def test_the_model_card_names_the_data_and_warns_of_unknown_characters(exported):

@@ -142,10 +142,10 @@ def hf_config(model: GPT) -> dict:
 
 def generation_config(temperature: float, top_k: int, tokens: int) -> dict:
     """The run's sampling defaults, in transformers' terms (its top_k defaults to 50: say 0 for all)."""
-    config = {"max_new_tokens": tokens, "do_sample": temperature > 0, "top_k": top_k,
+    config = {"max_new_tokens": tokens, "do_sample": temperature > 0,
               "bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
-    if temperature > 0:
-        config["temperature"] = temperature
+    if temperature > 0:  # greedy decoding takes neither, and transformers warns when they are set
+        config.update(temperature=temperature, top_k=top_k)
     return config
 
 

@@ -102,10 +102,16 @@ def write_graph(model: GPT, path: Path) -> None:
     batch, sequence, past = Dim("batch"), Dim("sequence"), Dim("past")
     shapes = {"input_ids": {0: batch, 1: sequence}, "position": None,
               "past_keys": {1: batch, 3: past}, "past_values": {1: batch, 3: past}}
-    with torch.no_grad():
-        torch.onnx.export(CachedGPT(model).eval(), _example(model), str(path), dynamo=True, input_names=list(INPUTS),
-                          output_names=list(OUTPUTS), dynamic_shapes=shapes, external_data=False,
-                          verbose=False)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(CachedGPT(model).eval(), _example(model), str(path), dynamo=True,
+                              input_names=list(INPUTS), output_names=list(OUTPUTS), dynamic_shapes=shapes,
+                              external_data=False, verbose=False)
+    except Exception as error:  # the exporter's own failures (often an onnxscript too old for this torch)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise GptinyError(f"torch.onnx could not export the model ({type(error).__name__}: {first}); "
+                          f"pip install -U 'gptiny[onnx]' brings versions that work with torch "
+                          f"{torch.__version__}") from None
 
 
 def graph_logits(session, ids: torch.Tensor, prefill: int) -> torch.Tensor:
