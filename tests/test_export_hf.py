@@ -8,10 +8,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, pipeline
 
+from gptiny_cli.data import Vocab
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.export.hf import fold_head_bias, per_head
+from gptiny_cli.export.hf_dir import verify
 from gptiny_cli.store.runs import load_run
-from tests.exporting import EXPORT_TEXT, PROMPT, export, greedy_text, train_run
+from tests.exporting import EXPORT_TEXT, PROMPT, export, gptiny, greedy_text, train_run
 
 KINDS = [("learned", False), ("learned", True), ("rope", False), ("rope", True)]
 
@@ -84,6 +86,15 @@ def test_the_model_card_names_the_data_and_warns_of_unknown_characters(exported)
     assert sha in card and "dropped silently" in card and "bits per character" in card
 
 
+def test_verify_refuses_an_export_that_disagrees_with_the_model(exported):
+    run_dir, out = exported
+    loaded = load_run(run_dir)
+    with torch.no_grad():
+        loaded.model.ln_f.bias += 0.01
+    with pytest.raises(GptinyError, match="differ from gptiny's"):
+        verify(loaded.model, loaded.vocab, out, shift=0.0)
+
+
 def test_the_head_bias_folds_exactly_into_the_layernorm_bias():
     torch.manual_seed(0)
     weight, bias, ln_bias = torch.randn(10, 16), torch.randn(10), torch.randn(16)
@@ -98,6 +109,18 @@ def test_one_character_more_than_n_embd_folds_with_a_constant_shift():
     fold = fold_head_bias(weight, bias, ln_bias)
     folded = weight.double() @ (fold.ln_bias - ln_bias).double()
     assert fold.shift != 0 and torch.allclose(folded + fold.shift, bias.double(), atol=1e-6)
+
+
+def test_a_run_with_one_character_more_than_n_embd_exports_the_same_probabilities(tmp_path):
+    run_dir = train_run(tmp_path, n_embd=Vocab.from_text(EXPORT_TEXT).size - 1)
+    result = gptiny("export", str(run_dir), "--format", "hf")
+    assert result.exit_code == 0 and "every logit lowered by" in result.stdout, result.output
+    ours = load_run(run_dir).model
+    theirs = AutoModelForCausalLM.from_pretrained(run_dir / "export" / "hf").eval()
+    ids = torch.randint(0, ours.vocab_size, (2, 64), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        difference = theirs(ids).logits.log_softmax(-1) - ours(ids).log_softmax(-1)
+    assert difference.abs().max() < 1e-4
 
 
 def test_a_vocabulary_two_larger_than_n_embd_is_refused():
