@@ -16,6 +16,12 @@ def run_dir() -> Path:
     return train_run(Path("."))
 
 
+def export_to(run_dir: Path, out: str) -> Path:
+    result = gptiny("export", str(run_dir), "--format", "hf", "--out", out)
+    assert result.exit_code == 0, result.output
+    return Path(out)
+
+
 def files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
@@ -54,16 +60,23 @@ def test_an_unknown_format_is_refused(run_dir):
     assert not (run_dir / "export").exists()
 
 
-def test_an_existing_output_is_kept_unless_forced(run_dir):
+def test_an_earlier_export_is_kept_unless_forced(run_dir):
+    out = export_to(run_dir, "first")
+    (out / "notes.txt").write_text("from the first export")
+    refused(gptiny("export", str(run_dir), "--format", "onnx", "--out", "first"), "add --force to replace it")
+    assert "notes.txt" in files(out)
+    result = gptiny("export", str(run_dir), "--format", "onnx", "--out", "first", "--force")
+    assert result.exit_code == 0, result.output
+    assert "notes.txt" not in files(out) and "model.onnx" in files(out) and "config.json" not in files(out)
+    assert [p.name for p in Path(".").iterdir() if p.name.startswith(".first")] == []
+
+
+def test_a_directory_that_holds_no_export_is_never_replaced(run_dir):
     out = Path("mine")
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    refused(gptiny("export", str(run_dir), "--format", "hf", "--out", "mine"), "add --force to replace it")
+    refused(gptiny("export", str(run_dir), "--format", "hf", "--out", "mine", "--force"), "holds no earlier export")
     assert files(out) == ["notes.txt"]
-    result = gptiny("export", str(run_dir), "--format", "hf", "--out", "mine", "--force")
-    assert result.exit_code == 0, result.output
-    assert "notes.txt" not in files(out) and "config.json" in files(out)
-    assert sorted(p.name for p in Path(".").iterdir() if p.name.startswith(".mine")) == []
 
 
 def test_an_output_that_holds_the_run_is_refused_even_with_force(run_dir):

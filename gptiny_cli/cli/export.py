@@ -24,7 +24,7 @@ def export(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write \\[default: RUN/export/FORMAT].")
                        ] = None,
     checkpoint: Annotated[Which, typer.Option(help="Weights with the best val loss, or the last ones.")] = Which.best,
-    force: Annotated[bool, typer.Option(help="Replace an existing non-empty --out directory.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an earlier export in --out (never other files).")] = False,
     verify: Annotated[bool, typer.Option(help="Load the export with its library and compare logits with "
                                               "gptiny's; keep nothing that disagrees.")] = True,
     runs_dir: RUNS_DIR = Path("runs"),

@@ -1,7 +1,8 @@
 """Where an export goes: a fresh directory, filled while hidden beside it and renamed into place.
 
-An existing non-empty directory is kept unless ``force``; with it, the old export is swapped out
-only once the new one is complete, so a failure at any point leaves the old one or nothing.
+An earlier export there is kept unless ``force``; with it, the old export is swapped out only once
+the new one is complete, so a failure at any point leaves the old one or nothing. A non-empty
+directory that holds no export is never replaced: ``--out ~ --force`` must not empty a home.
 """
 
 from __future__ import annotations
@@ -37,8 +38,18 @@ def check_target(out: Path, force: bool, run_dir: Path) -> None:
         raise GptinyError(f"--out {out} holds the run {run_dir} itself; choose a directory of its own")
     if out.exists() and not out.is_dir():
         raise GptinyError(f"--out {out} is a file; give a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise GptinyError(f"--out {out} already exists and is not empty; add --force to replace it")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not is_export(out):
+        raise GptinyError(f"--out {out} is not empty and holds no earlier export; choose an empty or new directory")
+    if not force:
+        raise GptinyError(f"--out {out} already holds an export; add --force to replace it")
+
+
+def is_export(directory: Path) -> bool:
+    """Whether ``directory`` looks like an earlier export, the only kind of directory --force replaces."""
+    hf = all((directory / name).is_file() for name in ("config.json", "model.safetensors", "tokenizer.json"))
+    return hf or (directory / "gptiny-onnx.json").is_file()
 
 
 def write_dir(out: Path, force: bool, run_dir: Path, fill: Callable[[Path], T]) -> T:
