@@ -19,7 +19,7 @@ from gptiny_cli.hardware import peaks
 
 # Each optional extra and the modules it brings (found with find_spec, never imported).
 EXTRAS = {"plot": ("matplotlib",), "tensorboard": ("tensorboard",), "hf": ("transformers", "tokenizers"),
-          "onnx": ("onnx", "onnxruntime"), "serve": ("fastapi", "uvicorn")}
+          "onnx": ("onnx", "onnxscript", "onnxruntime"), "serve": ("fastapi", "uvicorn")}
 
 
 def report(measure_seconds: float = 1.0) -> dict:
