@@ -1,0 +1,102 @@
+"""The two baselines that say whether a model's loss is any good, counted while the tokens are written.
+
+Both are fitted on the training split and scored on the validation split, on exactly the
+predictions a model's whole-split val loss scores (every validation token but the first):
+
+    unigram  p(c) = (n(c) + 1) / (N + V)                 the character frequencies
+    bigram   p(c | b) = (n(b, c) + 1) / (n(b, ·) + V)     the previous character, add-one smoothed
+
+with n the training counts, N the training tokens, n(b, ·) the training pairs that start with b
+and V the vocabulary size. Add-one smoothing keeps a character the training split never saw
+from costing an infinite loss. A model that does no better than the bigram has learnt nothing
+a 65 × 65 table could not.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Pairs counted in a dense V × V table up to this many cells, beyond it as sorted sparse keys.
+_DENSE_CELLS = 2**22
+_SPARSE_BACKLOG = 8  # chunks of sparse pair counts held before they are merged
+
+
+class PairCounts:
+    """Occurrences of each token and of each (previous, next) pair in a stream of token chunks."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+        self.tokens = 0
+        self.first: int | None = None
+        self._last: int | None = None
+        self.unigram = np.zeros(vocab_size, dtype=np.int64)
+        self._dense = np.zeros(vocab_size * vocab_size, dtype=np.int64) if vocab_size**2 <= _DENSE_CELLS else None
+        self._keys: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
+
+    def add(self, ids: np.ndarray) -> None:
+        if not len(ids):
+            return
+        ids = ids.astype(np.int64, copy=False)
+        if self._last is None:
+            self.first = int(ids[0])
+            pairs = ids[:-1] * self.vocab_size + ids[1:]
+        else:
+            pairs = np.concatenate(([self._last], ids[:-1])) * self.vocab_size + ids
+        self._last = int(ids[-1])
+        self.tokens += len(ids)
+        self.unigram += np.bincount(ids, minlength=self.vocab_size)
+        if self._dense is not None:
+            self._dense += np.bincount(pairs, minlength=len(self._dense))
+            return
+        keys, counts = np.unique(pairs, return_counts=True)
+        self._keys.append(keys)
+        self._counts.append(counts)
+        if len(self._keys) > _SPARSE_BACKLOG:
+            self._merge()
+
+    def _merge(self) -> None:
+        keys, inverse = np.unique(np.concatenate(self._keys), return_inverse=True)
+        self._keys, self._counts = [keys], [np.bincount(inverse, weights=np.concatenate(self._counts))
+                                            .astype(np.int64)]
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs seen, as keys ``previous * V + next``, and how often each occurred."""
+        if self._dense is not None:
+            keys = np.flatnonzero(self._dense)
+            return keys, self._dense[keys]
+        if not self._keys:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        self._merge()
+        return self._keys[0], self._counts[0]
+
+
+def _bigram_log_probs(train: PairCounts, keys: np.ndarray) -> np.ndarray:
+    """log p(next | previous) for each pair key, from the training counts."""
+    v = train.vocab_size
+    train_keys, train_counts = train.pairs()
+    starts = np.bincount(train_keys // v, weights=train_counts, minlength=v)
+    seen = np.zeros(len(keys))
+    if len(train_keys):
+        where = np.minimum(np.searchsorted(train_keys, keys), len(train_keys) - 1)
+        hit = train_keys[where] == keys
+        seen[hit] = train_counts[where[hit]]
+    return np.log((seen + 1.0) / (starts[keys // v] + v))
+
+
+def cross_entropies(train: PairCounts, val: PairCounts) -> dict:
+    """The baselines in nats and bits per character, for ``meta.json`` (None when val has one token)."""
+    predictions = val.tokens - 1
+    if predictions < 1 or train.tokens < 1:
+        return {}
+    v = train.vocab_size
+    targets = val.unigram.copy()
+    targets[val.first] -= 1  # the first validation token is never predicted
+    log_p = np.log((train.unigram + 1.0) / (train.tokens + v))
+    unigram = -float(targets @ log_p) / predictions
+    keys, counts = val.pairs()
+    bigram = -float(counts @ _bigram_log_probs(train, keys)) / predictions
+    return {name: {"nats": value, "bits_per_char": value / math.log(2)}
+            for name, value in (("unigram", unigram), ("bigram", bigram))} | {"predictions": predictions}
