@@ -36,7 +36,7 @@ def default_out(first_input: str | None) -> Path:
 
 
 def _directory(path: Path, glob: str) -> list[Source]:
-    found = sorted(p for p in path.rglob(glob) if p.is_file())
+    found = sorted(p for p in path.rglob(glob) if p.is_file())  # by path component: a/z.txt before a.txt
     if not found:
         raise GptinyError(f"no files matching {glob!r} under {path}; pass --glob to choose others "
                           "(e.g. --glob '*.md')")

@@ -26,10 +26,9 @@ Progress = Callable[[int], None]  # called with the bytes read since the last ca
 class NotUtf8(GptinyError):
     """A file with bytes that are not UTF-8, and where the first bad one is."""
 
-    def __init__(self, path: Path, offset: int, byte: int | None) -> None:
+    def __init__(self, path: Path, offset: int, byte: int) -> None:
         self.path, self.offset = path, offset
-        what = f"invalid byte 0x{byte:02x}" if byte is not None else "a character cut off"
-        super().__init__(f"{path} is not UTF-8: {what} at byte offset {offset}")
+        super().__init__(f"{path} is not UTF-8: invalid byte 0x{byte:02x} at byte offset {offset}")
 
 
 def read_text_chunks(path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -45,9 +44,7 @@ def read_text_chunks(path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as err:
                 # The decoder's input was its held-back bytes followed by this read.
-                data = pending + raw
-                byte = data[err.start] if err.start < len(data) else None
-                raise NotUtf8(path, done - len(pending) + err.start, byte) from None
+                raise NotUtf8(path, done - len(pending) + err.start, (pending + raw)[err.start]) from None
             done += len(raw)
             if on_bytes and raw:
                 on_bytes(len(raw))
