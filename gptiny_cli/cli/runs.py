@@ -57,11 +57,12 @@ _STATUS_COLOURS = {"completed": "green", "running": "cyan", "interrupted": "yell
                    "damaged": "red"}
 
 
-def _row(r: history.RunRecord) -> tuple[str, ...]:
+def _row(r: history.RunRecord, with_parent: bool) -> tuple[str, ...]:
     iters = "-" if r.iters is None else f"{r.iters}/{r.max_iters}" if r.max_iters else str(r.iters)
     best = "-" if r.best_val_loss is None else f"{r.best_val_loss:.4f}"
     status = f"[{_STATUS_COLOURS.get(r.status, 'default')}]{escape(r.status)}[/]"
-    return (escape(r.id), escape(r.name or "-"), status, iters, best, _short_count(r.parameters),
+    parent = (escape(r.parent or "-"),) if with_parent else ()
+    return (escape(r.id), escape(r.name or "-"), *parent, status, iters, best, _short_count(r.parameters),
             escape(r.device or "-"), _local_time(r.started_at), _clock(r.duration_s))
 
 
@@ -82,11 +83,14 @@ def list_runs(
         err.print(f"no runs in {runs_dir}/; train one with `gptiny train CONFIG`", highlight=False)
         return
     table = Table(title=f"runs in {runs_dir}/", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("id", "name", "status", "iters", "best val", "params", "device", "started", "duration"):
+    with_parent = any(r.parent for r in records)  # a column for fine-tuned runs only when there are some
+    columns = ("id", "name", *(("from",) if with_parent else ()), "status", "iters", "best val", "params",
+               "device", "started", "duration")
+    for column in columns:
         table.add_column(column, justify="right" if column in _NUMERIC else "left", no_wrap=column != "name")
     table.columns[0].min_width = max(len(r.id) for r in records)  # the id is what other commands take
     for record in records:
-        table.add_row(*_row(record))
+        table.add_row(*_row(record, with_parent))
     # A pipe or a file gets the whole table rather than one cut to 80 columns.
     (out if out.is_terminal else Console(width=200)).print(table)
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Group
 
-from gptiny_cli.cli.common import RUNS_DIR, err, out, user_errors
+from gptiny_cli.cli.common import RUNS_DIR, Which, err, out, user_errors
 
 
 def train(
@@ -23,17 +23,23 @@ def train(
         help="Train in this directory: created if new, continued from its checkpoint if it has one.")] = None,
     nproc: Annotated[int | None, typer.Option(
         help="Train data-parallel on N processes of this machine (one per GPU, or CPU processes).")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        help="Fine-tune: a new run starting from this run's weights (and model keys), or `latest`.")] = None,
+    init_checkpoint: Annotated[Which | None, typer.Option(
+        help="With --init-from: its best weights or its last ones \\[default: best].", show_default=False)] = None,
 ) -> None:
     """Train a model; weights, metrics and status go to a new directory under runs/.
 
     Examples: gptiny train configs/shakespeare-cpu.toml --set train.max_iters=200;
     gptiny train --resume latest; gptiny train configs/shakespeare.toml --nproc 2
-    (or torchrun --nproc-per-node 2 -m gptiny_cli train configs/shakespeare.toml)
+    (or torchrun --nproc-per-node 2 -m gptiny_cli train configs/shakespeare.toml);
+    gptiny train configs/shakespeare-cpu.toml --init-from runs/<id> --set data.path=data/mine
     """
     from gptiny_cli.training import distributed
     from gptiny_cli.training.launch import TrainRequest, run_local
 
-    request = TrainRequest(config, set_, device, runs_dir, name, resume, run_dir)
+    request = TrainRequest(config, set_, device, runs_dir, name, resume, run_dir, init_from,
+                           init_checkpoint.value if init_checkpoint else None)
     if nproc is not None:
         with user_errors():
             status = run_local(nproc, request)
@@ -77,7 +83,13 @@ def _describe(session) -> str:
     where = f"{session.device}" if world.size == 1 else f"{world.size} processes ({session.device.type})"
     return (f"run {session.run_dir} on {where} ({session.precision.name}), {session.info['parameters']:,} "
             f"parameters, global batch {session.info['global_batch']:,} sequences "
-            f"({t.batch_size} × {t.grad_accum} accumulated × {world.size} process{'es' if world.size > 1 else ''})")
+            f"({t.batch_size} × {t.grad_accum} accumulated × {world.size} process{'es' if world.size > 1 else ''})"
+            f"{_parent(session.info)}")
+
+
+def _parent(info: dict) -> str:
+    parent = info.get("init_from")
+    return f"; fine-tuned from the {parent['checkpoint']} weights of {parent['run']}" if parent else ""
 
 
 def _drain(session, should_stop):

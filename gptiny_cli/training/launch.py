@@ -20,7 +20,7 @@ from gptiny_cli.data import load_corpus
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.store import manifest
 from gptiny_cli.store.runs import find_job_run, read_run_info, require_files, resolve_run
-from gptiny_cli.training import distributed
+from gptiny_cli.training import distributed, finetune
 from gptiny_cli.training.distributed import World
 from gptiny_cli.training.resume import fit_world, resume
 from gptiny_cli.training.session import Session, check_config_against_data, setup
@@ -37,8 +37,15 @@ class TrainRequest:
     name: str | None = None
     resume: str | None = None
     run_dir: Path | None = None
+    init_from: str | None = None  # fine-tune: start a new run from this run's weights (finetune.py)
+    init_checkpoint: str | None = None
 
     def check(self) -> None:
+        if self.init_from and self.resume:
+            raise GptinyError("--init-from starts a new run from another's weights; --resume continues one; "
+                              "give one of them")
+        if self.init_checkpoint and not self.init_from:
+            raise GptinyError("--init-checkpoint chooses the weights of --init-from RUN; give --init-from too")
         if self.resume and self.config is not None:
             raise GptinyError("give either a CONFIG (a new run) or --resume RUN (which keeps its own config), "
                               "not both")
@@ -61,7 +68,8 @@ class TrainRequest:
         for override in self.overrides:
             args += ["--set", override]
         args += ["--device", self.device, "--runs-dir", str(self.runs_dir)]
-        for option, value in (("--name", self.name), ("--resume", self.resume), ("--run-dir", self.run_dir)):
+        for option, value in (("--name", self.name), ("--resume", self.resume), ("--run-dir", self.run_dir),
+                              ("--init-from", self.init_from), ("--init-checkpoint", self.init_checkpoint)):
             if value is not None:
                 args += [option, str(value)]
         return args
@@ -114,7 +122,19 @@ def start_session(request: TrainRequest, world: World) -> Session:
     if how == "continue":
         return resume(Path(where), world=world, config=config)
     name = request.name or request.config.stem
-    return setup(config, runs_dir=request.runs_dir, name=name, world=world, run_dir=Path(where) if where else None)
+    parent = None
+    if request.init_from:
+        config, parent = _fine_tuning(request, config)
+    session = setup(config, runs_dir=request.runs_dir, name=name, world=world, run_dir=Path(where) if where else None)
+    if parent:
+        finetune.start_from(session, parent)
+    return session
+
+
+def _fine_tuning(request: TrainRequest, config: RunConfig) -> tuple[RunConfig, finetune.Parent]:
+    """For --init-from: the config reconciled with the parent run, and the parent."""
+    return finetune.plan(config, request.config, request.overrides, request.init_from,
+                         request.init_checkpoint or "best", request.runs_dir)
 
 
 def _precheck(request: TrainRequest, nproc: int) -> None:
@@ -136,6 +156,8 @@ def _precheck(request: TrainRequest, nproc: int) -> None:
         if not any(parse_override(text)[:2] == ("train", "grad_accum") for text in request.overrides):
             fit_world(stored, read_run_info(run_dir), nproc, run_dir)
     else:
+        if request.init_from:
+            config, _ = _fine_tuning(request, config)
         check_config_against_data(config, load_corpus(Path(config.data.path)))
 
 
