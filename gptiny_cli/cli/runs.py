@@ -122,19 +122,23 @@ def evaluate(
                                               show_default=False)] = None,
     checkpoint: Annotated[Which, typer.Option(help="Weights with the best val loss, or the last ones.")] = Which.best,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        help="float32 (exact), or auto: the run's training dtype, as training's own figure.")] = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
     runs_dir: RUNS_DIR = Path("runs"),
 ) -> None:
     """Exact loss and bits per character of a run on its whole validation split, or on any text file.
 
     Characters the run's vocabulary lacks are reported and skipped (the text is scored around them).
+    On the validation split the data's bigram and unigram baselines are shown beside it.
     Examples: gptiny eval latest; gptiny eval runs/<id> --text other.txt --json
     """
     from gptiny_cli.report.evaluate import evaluate as score
+    from gptiny_cli.report.progress import baseline_note
     from gptiny_cli.store.runs import resolve_run
 
     with user_errors():
-        report = score(resolve_run(run, runs_dir), text, checkpoint.value, device)
+        report = score(resolve_run(run, runs_dir), text, checkpoint.value, device, precision)
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
         return
@@ -142,5 +146,6 @@ def evaluate(
         listed = escape(", ".join(f"{ch!r} ×{n}" for ch, n in report.unknown_chars.items()))
         err.print(f"[yellow]skipped {sum(report.unknown_chars.values()):,} characters outside the vocabulary:[/] "
                   f"{listed}", highlight=False)
-    out.print(f"{report.source}: loss {report.loss:.4f} ({report.bits_per_char:.4f} bits per character) over "
+    out.print(f"{report.source}: loss {report.loss:.4f} nats = {report.bits_per_char:.4f} bits per character"
+              f"{baseline_note(report.baselines)}, over "
               f"{report.tokens:,} predictions, {Path(report.weights).name} of {report.run}", highlight=False)

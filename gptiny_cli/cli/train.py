@@ -130,7 +130,7 @@ def _show_training(session, should_stop):
     from gptiny_cli.report.tblog import logged
     from gptiny_cli.training.loop import EvalStats, Finished, run
 
-    view = TrainView(session.config.train.max_iters)
+    view = TrainView(session.config.train.max_iters, baselines=session.corpus.meta.get("baselines"))
     events = run(session, should_stop)
     if session.config.log.tensorboard:
         events = logged(events, session.run_dir, session.iter)
@@ -140,7 +140,7 @@ def _show_training(session, should_stop):
             if isinstance(event, Finished):
                 return event
             if isinstance(event, EvalStats) or time.monotonic() - last_print > 10:
-                out.print(plain_line(event), highlight=False, soft_wrap=True)
+                out.print(plain_line(event, view.baselines), highlight=False, soft_wrap=True)
                 last_print = time.monotonic()
         raise AssertionError("training ended without a Finished event")
     bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -158,6 +158,7 @@ def _show_training(session, should_stop):
 
 def _report_end(session, finished, signum: int | None) -> None:
     from gptiny_cli.report.curves import loss_curve
+    from gptiny_cli.report.progress import LN2, baseline_note
     from gptiny_cli.store.history import read_history
 
     run_dir = session.run_dir
@@ -165,7 +166,8 @@ def _report_end(session, finished, signum: int | None) -> None:
         err.print(f"[yellow]interrupted[/] at iteration {finished.iter}; saved in {run_dir}. "
                   f"Resume with: {_resume_command(session)}", highlight=False, soft_wrap=True)
         raise typer.Exit(_exit_code(signum))
-    final = f", whole-split val loss {finished.final_val_loss:.4f}" if finished.final_val_loss else ""
+    final = (f", whole-split val loss {finished.final_val_loss:.4f} nats = {finished.final_val_loss / LN2:.3f} "
+             f"bits/char{baseline_note(session.corpus.meta.get('baselines'))}" if finished.final_val_loss else "")
     stopped = " (stopped early: no improvement)" if finished.early_stopped else ""
     for line in loss_curve(read_history(run_dir)):
         out.print(line, highlight=False)
