@@ -20,7 +20,7 @@ import numpy as np
 
 # Pairs counted in a dense V × V table up to this many cells, beyond it as sorted sparse keys.
 _DENSE_CELLS = 2**22
-_SPARSE_BACKLOG = 8  # chunks of sparse pair counts held before they are merged
+_SPARSE_BACKLOG = 2**20  # sparse pair keys held unmerged at least
 
 
 class PairCounts:
@@ -31,36 +31,52 @@ class PairCounts:
         self.tokens = 0
         self.first: int | None = None
         self._last: int | None = None
-        self.unigram = np.zeros(vocab_size, dtype=np.int64)
         self._dense = np.zeros(vocab_size * vocab_size, dtype=np.int64) if vocab_size**2 <= _DENSE_CELLS else None
         self._keys: list[np.ndarray] = []
         self._counts: list[np.ndarray] = []
+        self._backlog = 0
 
     def add(self, ids: np.ndarray) -> None:
         if not len(ids):
             return
-        ids = ids.astype(np.int64, copy=False)
         if self._last is None:
             self.first = int(ids[0])
-            pairs = ids[:-1] * self.vocab_size + ids[1:]
         else:
-            pairs = np.concatenate(([self._last], ids[:-1])) * self.vocab_size + ids
+            self._count_pairs(np.array([self._last * self.vocab_size + int(ids[0])]))
         self._last = int(ids[-1])
         self.tokens += len(ids)
-        self.unigram += np.bincount(ids, minlength=self.vocab_size)
+        # Every token but the last is the start of a pair: the unigram counts are the pairs' row sums
+        # (see ``unigram``) plus the last token, so they need no pass of their own.
+        pairs = ids[:-1].astype(np.int64) * self.vocab_size
+        pairs += ids[1:]
+        self._count_pairs(pairs)
+
+    def _count_pairs(self, pairs: np.ndarray) -> None:
         if self._dense is not None:
             self._dense += np.bincount(pairs, minlength=len(self._dense))
             return
         keys, counts = np.unique(pairs, return_counts=True)
         self._keys.append(keys)
         self._counts.append(counts)
-        if len(self._keys) > _SPARSE_BACKLOG:
+        self._backlog += len(keys)
+        # Merge once the unmerged keys outnumber the merged ones: each key is merged O(log n) times.
+        if self._backlog > max(_SPARSE_BACKLOG, len(self._keys[0])):
             self._merge()
+
+    @property
+    def unigram(self) -> np.ndarray:
+        """Occurrences of each token."""
+        keys, counts = self.pairs()
+        counts = np.bincount(keys // self.vocab_size, weights=counts, minlength=self.vocab_size).astype(np.int64)
+        if self._last is not None:
+            counts[self._last] += 1
+        return counts
 
     def _merge(self) -> None:
         keys, inverse = np.unique(np.concatenate(self._keys), return_inverse=True)
         self._keys, self._counts = [keys], [np.bincount(inverse, weights=np.concatenate(self._counts))
                                             .astype(np.int64)]
+        self._backlog = 0
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """The pairs seen, as keys ``previous * V + next``, and how often each occurred."""
@@ -77,7 +93,7 @@ def _bigram_log_probs(train: PairCounts, keys: np.ndarray) -> np.ndarray:
     """log p(next | previous) for each pair key, from the training counts."""
     v = train.vocab_size
     train_keys, train_counts = train.pairs()
-    starts = np.bincount(train_keys // v, weights=train_counts, minlength=v)
+    starts = np.bincount(train_keys // v, weights=train_counts, minlength=v)  # pairs that start with each token
     seen = np.zeros(len(keys))
     if len(train_keys):
         where = np.minimum(np.searchsorted(train_keys, keys), len(train_keys) - 1)

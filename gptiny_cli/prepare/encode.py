@@ -70,7 +70,8 @@ class SplitWriter:
     """Appends token ids to the train file until ``train_chars`` are written, then to the val file."""
 
     def __init__(self, directory: Path, plan: SplitPlan, dtype: str, vocab_size: int) -> None:
-        self._dtype = _NUMPY_DTYPES[dtype]
+        self.dtype = _NUMPY_DTYPES[dtype]
+        self.vocab_size = vocab_size
         self._left = plan.train_chars
         self._files = [open(directory / "train.bin", "wb"), open(directory / "val.bin", "wb")]
         self.counts = [PairCounts(vocab_size), PairCounts(vocab_size)]
@@ -80,7 +81,7 @@ class SplitWriter:
         self._left -= cut
         for split, part in ((0, ids[:cut]), (1, ids[cut:])):
             if len(part):
-                part.astype(self._dtype, copy=False).tofile(self._files[split])
+                part.astype(self.dtype, copy=False).tofile(self._files[split])
                 self.counts[split].add(part)
 
     def close(self) -> None:
@@ -103,17 +104,45 @@ def _pieces(documents: list[Document], separator: str, plan: SplitPlan, chunk_by
             raise GptinyError(f"{document.label} changed while it was being prepared; prepare it again")
 
 
+class Lookup:
+    """Code points to token ids, vectorised: a table indexed by code point.
+
+    A code point the first pass did not see maps to a value above every id. ASCII text whose ids
+    all fit in a byte (any sorted vocabulary's) goes through ``bytes.translate`` instead, several
+    times faster than indexing.
+    """
+
+    def __init__(self, table: np.ndarray, dtype: np.dtype, vocab_size: int) -> None:
+        self.vocab_size, self.dtype = vocab_size, dtype
+        kind = dtype if vocab_size < np.iinfo(dtype).max else np.dtype(np.int64)
+        self._table = np.where(table < 0, np.iinfo(kind).max, table).astype(kind)
+        ascii_ids = [int(i) if 0 <= i < 255 else 255 for i in table[:128]]
+        fits = all(i < 255 for i, t in zip(ascii_ids, table[:128], strict=True) if t >= 0)
+        self._translate = bytes(ascii_ids) + bytes(128) if fits else None
+
+    def __call__(self, text: str) -> np.ndarray:
+        if self._translate is not None and text.isascii():
+            small = np.frombuffer(text.encode("ascii").translate(self._translate), dtype=np.uint8)
+            if len(small) and small.max() == 255:
+                self._unseen()
+            return small.astype(self.dtype)
+        ids = self._table[code_points(text)]
+        if len(ids) and ids.max() >= self.vocab_size:
+            self._unseen()
+        return ids
+
+    @staticmethod
+    def _unseen() -> None:
+        raise GptinyError("an input changed while it was being prepared (a character appeared that the "
+                          "first pass did not see); prepare it again")
+
+
 def encode(documents: list[Document], separator: str, plan: SplitPlan, table: np.ndarray, writer: SplitWriter,
            chunk_bytes: int, on_bytes: Progress | None = None) -> str:
     """Write every document's tokens through ``writer``; returns the sha256 of the joined text."""
     digest = hashlib.sha256()
+    lookup = Lookup(table, writer.dtype, writer.vocab_size)
     for raw, text in _pieces(documents, separator, plan, chunk_bytes, on_bytes):
         digest.update(raw)
-        points = code_points(text)
-        # An ASCII chunk indexes the table's first 128 entries only: a smaller table, a faster take.
-        ids = np.take(table[:128] if points.dtype == np.uint8 else table, points)
-        if len(ids) and ids.min() < 0:
-            raise GptinyError("an input changed while it was being prepared (a character appeared that the "
-                              "first pass did not see); prepare it again")
-        writer.add(ids)
+        writer.add(lookup(text))
     return digest.hexdigest()
