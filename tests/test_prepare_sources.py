@@ -125,3 +125,14 @@ def test_the_default_output_is_named_after_the_first_input(corpus_file):
     result = CliRunner().invoke(app, ["prepare", "shelf", str(corpus_file)])
     assert result.exit_code == 0, result.output
     assert Path("data/shelf/meta.json").is_file()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"split": "sideways"}, "--split 'sideways' is invalid"),
+    ({"val_fraction": 1.5}, "--val-fraction 1.5 is invalid"),
+    ({"min_count": 0}, "--min-count 0 is invalid"),
+    ({"extend": True}, "give --vocab FILE|RUN too"),
+])
+def test_bad_options_are_refused_before_any_input_is_read(options, message):
+    with pytest.raises(GptinyError, match=message):
+        prepare_corpus(["not-read-at-all.txt"], Path("data/x"), options=PrepareOptions(**options))

@@ -23,7 +23,8 @@ def prepare(
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Data directory \\[default: data/<stem of the first input>].", show_default=False)] = None,
     glob: Annotated[str, typer.Option(help="Files of a directory to read, recursively, in sorted order.")] = "*.txt",
-    separator: Annotated[str, typer.Option(help="Joins the documents (default: a blank line).")] = "\n\n",
+    separator: Annotated[str, typer.Option(
+        help="Joins the documents \\[default: a blank line, $'\\n\\n'].", show_default=False)] = "\n\n",
     split: Annotated[str, typer.Option(
         help="Validation split: the text's tail, or whole documents (the last ones).")] = "tail",
     val_fraction: Annotated[float, typer.Option(help="Share of the corpus, at its end, kept for validation.")] = 0.1,
@@ -45,8 +46,6 @@ def prepare(
     from gptiny_cli.prepare.sources import default_out
 
     with user_errors():
-        if extend and vocab is None:
-            raise GptinyError("--extend appends to the vocabulary of --vocab; give --vocab FILE|RUN too")
         specs = _local_inputs(inputs, max_mb)
         options = PrepareOptions(glob=glob, separator=separator, split=split, val_fraction=val_fraction,
                                  vocab=vocab, extend=extend, min_count=min_count, skip_bad=skip_bad)

@@ -43,6 +43,19 @@ class PrepareOptions:
     skip_bad: bool = False
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
 
+    def check(self) -> None:
+        """The mistakes that need no input read, found before a pass over a large corpus."""
+        if self.split not in splits.SPLITS:
+            raise GptinyError(f"--split {self.split!r} is invalid: must be one of {', '.join(splits.SPLITS)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise GptinyError(f"--val-fraction {self.val_fraction} is invalid: must be between 0 and 1")
+        if self.min_count < 1:
+            raise GptinyError(f"--min-count {self.min_count} is invalid: must be at least 1")
+        if self.extend and not self.vocab:
+            raise GptinyError("--extend appends to the vocabulary of --vocab; give --vocab FILE|RUN too")
+        if self.chunk_bytes < 1:
+            raise GptinyError(f"chunk_bytes {self.chunk_bytes} is invalid: must be at least 1")
+
 
 @dataclass(frozen=True)
 class PrepareSummary:
@@ -141,6 +154,7 @@ def prepare_corpus(inputs: Path | str | Sequence[Path | str], out_dir: Path, val
     ``val_fraction`` is a shorthand for ``options.val_fraction`` when no options are given.
     """
     options = options or PrepareOptions(val_fraction=val_fraction)
+    options.check()
     specs = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(i) for i in inputs]
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
