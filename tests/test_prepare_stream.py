@@ -44,3 +44,13 @@ def test_a_character_cut_off_at_the_end_of_a_file_is_reported_at_its_first_byte(
     Path("cut.txt").write_bytes(b"abc" + "é".encode()[:1])
     with pytest.raises(GptinyError, match="invalid byte 0xc3 at byte offset 3"):
         list(read_text_chunks(Path("cut.txt"), chunk_bytes=2))
+
+
+def test_progress_counts_the_bytes_of_each_pass_up_to_the_inputs_size():
+    for name, text in TEXTS.items():
+        Path(name).write_text(text, encoding="utf-8")
+    seen: dict[str, tuple[int, int]] = {}
+    prepare_corpus(list(TEXTS), Path("data/p"), options=PrepareOptions(chunk_bytes=64),
+                   progress=lambda stage, done, total: seen.__setitem__(stage, (done, total)))
+    size = sum(Path(name).stat().st_size for name in TEXTS)
+    assert seen == {"counting": (size, size), "encoding": (size, size)}

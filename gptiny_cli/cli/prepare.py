@@ -77,11 +77,16 @@ def _run(specs: list[str], target: Path, options):
     stdin = sys.stdin.buffer if "-" in specs else None
     if not err.is_terminal:
         return prepare_corpus(specs, target, options=options, stdin=stdin)
-    columns = (TextColumn("prepare"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("prepare", total=None)
-        return prepare_corpus(specs, target, options=options, stdin=stdin,
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+        task = bar.add_task("counting", total=None)
+
+        def show(stage: str, done: int, total: int) -> None:
+            if bar.tasks[0].description != stage:  # the second pass: a fresh bar, and its own speed
+                bar.reset(task, description=stage)
+            bar.update(task, completed=done, total=total)
+
+        return prepare_corpus(specs, target, options=options, stdin=stdin, progress=show)
 
 
 def _names(sources: list[dict], where: str) -> str:

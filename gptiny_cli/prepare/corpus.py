@@ -25,7 +25,7 @@ from gptiny_cli.prepare.sources import DEFAULT_GLOB, expand
 from gptiny_cli.prepare.stream import DEFAULT_CHUNK_BYTES, read_text_chunks
 from gptiny_cli.store import atomic
 
-Progress = Callable[[int, int], None]  # (bytes read so far, bytes both passes read in all)
+Progress = Callable[[str, int, int], None]  # (pass: "counting" or "encoding", bytes read in it, bytes in all)
 
 
 @dataclass(frozen=True)
@@ -84,14 +84,14 @@ def read_corpus(path: Path) -> str:
     return text
 
 
-def _byte_counter(progress: Progress | None, total: int) -> Callable[[int], None] | None:
+def _byte_counter(progress: Progress | None, stage: str, total: int) -> Callable[[int], None] | None:
     if progress is None:
         return None
     done = [0]
 
     def advance(n: int) -> None:
         done[0] += n
-        progress(done[0], total)
+        progress(stage, done[0], total)
 
     return advance
 
@@ -117,9 +117,9 @@ def _write(staging: Path, inputs: list[str], options: PrepareOptions, stdin: Bin
            progress: Progress | None) -> tuple[PrepareSummary, dict]:
     """Both passes into ``staging``; returns the summary (its out_dir still to be set) and meta."""
     sources = expand(inputs, options.glob, stdin, staging)
-    total = 2 * sum(s.path.stat().st_size for s in sources)
-    on_bytes = _byte_counter(progress, total)
-    documents, skipped, counts = encode.scan(sources, options.chunk_bytes, options.skip_bad, on_bytes)
+    total = sum(s.path.stat().st_size for s in sources)
+    documents, skipped, counts = encode.scan(sources, options.chunk_bytes, options.skip_bad,
+                                             _byte_counter(progress, "counting", total))
     what = inputs[0] if len(inputs) == 1 and len(sources) == 1 else f"the {len(documents)} documents"
     if not documents or sum(d.chars for d in documents) == 0:
         raise GptinyError(f"input is empty: {what}")
@@ -133,7 +133,8 @@ def _write(staging: Path, inputs: list[str], options: PrepareOptions, stdin: Bin
     writer = encode.SplitWriter(staging, plan, dtype, vocab_plan.vocab.size)
     try:
         sha256 = encode.encode(documents, options.separator, plan, vocab_plan.table, writer,
-                               options.chunk_bytes, on_bytes)
+                               options.chunk_bytes,
+                               _byte_counter(progress, "encoding", sum(d.bytes for d in documents)))
     finally:
         writer.close()
     (staging / "stdin.txt").unlink(missing_ok=True)
