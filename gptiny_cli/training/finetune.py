@@ -75,8 +75,8 @@ def reconcile(config: RunConfig, parent: Parent, explicit: set[str]) -> RunConfi
         if getattr(ours, key) != getattr(theirs, key):
             raise GptinyError(
                 f"model.{key} = {getattr(ours, key)!r} contradicts {parent.run_dir}, trained with model.{key} = "
-                f"{getattr(theirs, key)!r}; a fine-tuned run keeps its parent's model keys, so leave "
-                f"model.{key} out (only model.dropout may differ)")
+                f"{getattr(theirs, key)!r}; a fine-tuned run keeps its parent's model keys: leave model.{key} "
+                f"out of the config and --set, or give {getattr(theirs, key)!r} (only model.dropout may differ)")
     dropout = ours.dropout if "dropout" in explicit else theirs.dropout
     return dataclasses.replace(config, model=dataclasses.replace(theirs, dropout=dropout))
 
