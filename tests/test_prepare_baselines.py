@@ -26,13 +26,15 @@ def test_baselines_match_a_hand_computed_example():
     assert baselines["predictions"] == 2
 
 
-def test_large_alphabets_count_pairs_sparsely_with_the_same_result(monkeypatch):
+def test_large_alphabets_count_pairs_sparsely_in_pieces_with_the_same_result(monkeypatch):
     from gptiny_cli.prepare import baselines
 
     text = "".join(chr(0x4E00 + (i * 7919) % 300) for i in range(3000))
     Path("cjk.txt").write_text(text, encoding="utf-8")
     prepare_corpus(["cjk.txt"], Path("data/dense"))
     monkeypatch.setattr(baselines, "_DENSE_CELLS", 0)
+    monkeypatch.setattr(baselines, "_FLUSH_TOKENS", 7)  # many small counts, merged many times
+    monkeypatch.setattr(baselines, "_SPARSE_BACKLOG", 50)
     prepare_corpus(["cjk.txt"], Path("data/sparse"), options=PrepareOptions(chunk_bytes=999))
     dense, sparse = (json.loads(Path(f"data/{d}/meta.json").read_text())["baselines"] for d in ("dense", "sparse"))
     assert sparse["bigram"]["nats"] == pytest.approx(dense["bigram"]["nats"])
