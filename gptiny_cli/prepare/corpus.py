@@ -21,7 +21,7 @@ from gptiny_cli.data import token_dtype
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.prepare import encode, splits, vocabulary
 from gptiny_cli.prepare.baselines import cross_entropies
-from gptiny_cli.prepare.sources import DEFAULT_GLOB, expand
+from gptiny_cli.prepare.sources import DEFAULT_GLOB, STDIN, expand
 from gptiny_cli.prepare.stream import DEFAULT_CHUNK_BYTES, read_text_chunks
 from gptiny_cli.store import atomic
 
@@ -96,12 +96,19 @@ def _byte_counter(progress: Progress | None, stage: str, total: int) -> Callable
     return advance
 
 
+def _single_file(sources: list[dict]) -> str | None:
+    """The one input file, as ``meta.json`` named it before there could be several; else None."""
+    if len(sources) != 1 or sources[0]["path"] == STDIN:
+        return None
+    return str(Path(sources[0]["path"]).resolve())
+
+
 def _meta(summary: PrepareSummary, options: PrepareOptions, dtype: str, sha256: str) -> dict:
     meta = {
         "format": 1, "vocab_size": summary.vocab_size, "chars": summary.chars,
         "train_tokens": summary.train_tokens, "val_tokens": summary.val_tokens,
         "val_fraction": options.val_fraction, "token_dtype": dtype,
-        "source": str(Path(summary.sources[0]["path"]).resolve()) if len(summary.sources) == 1 else None,
+        "source": _single_file(summary.sources),
         "sha256": sha256, "split": options.split, "separator": options.separator,
         "sources": summary.sources, "skipped": summary.skipped, "baselines": summary.baselines,
     }

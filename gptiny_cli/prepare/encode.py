@@ -9,6 +9,7 @@ baselines need as it goes. Neither pass holds more than a chunk of text.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,8 @@ class SplitWriter:
 
     def close(self) -> None:
         for file in self._files:
+            file.flush()
+            os.fsync(file.fileno())  # on disk before meta.json, written after them, says they are complete
             file.close()
 
 
