@@ -4,7 +4,7 @@ A data directory (written by ``gptiny prepare``, see ``prepare/``) holds:
     vocab.json   the sorted characters of the corpus
     train.bin    training tokens, little-endian unsigned integers
     val.bin      validation tokens, the last ``val_fraction`` of the corpus
-    meta.json    sizes, token dtype, source path and its sha256
+    meta.json    sizes, token dtype and sha256; also its sources and baselines (older ones lack them)
 Training memory-maps the .bin files instead of reading them into Python lists.
 """
 

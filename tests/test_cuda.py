@@ -70,7 +70,7 @@ def test_a_resumed_gpu_run_continues_with_the_same_losses(data_dir):
 def test_eval_on_the_gpu_equals_the_final_loss_training_reported(data_dir):
     run_dir = train_on_gpu(data_dir, "evaluated", compile=False)
     final = json.loads((run_dir / "run.json").read_text())["final_val_loss"]
-    result = cli("eval", str(run_dir), "--device", "cuda", "--json")
+    result = cli("eval", str(run_dir), "--device", "cuda", "--precision", "auto", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["loss"] == pytest.approx(final, rel=1e-6)
 

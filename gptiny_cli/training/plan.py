@@ -20,6 +20,7 @@ from typing import Any, Literal
 from gptiny_cli.config import RunConfig, config_from_dict, load_config, parse_override, read_toml
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.store import manifest, runs
+from gptiny_cli.training import finetune
 from gptiny_cli.training.distributed import World
 
 
@@ -34,8 +35,15 @@ class TrainRequest:
     name: str | None = None
     resume: str | None = None
     run_dir: Path | None = None
+    init_from: str | None = None  # fine-tune: start a new run from this run's weights (finetune.py)
+    init_checkpoint: str | None = None
 
     def check(self) -> None:
+        if self.init_from and self.resume:
+            raise GptinyError("--init-from starts a new run from another's weights; --resume continues one; "
+                              "give one of them")
+        if self.init_checkpoint and not self.init_from:
+            raise GptinyError("--init-checkpoint chooses the weights of --init-from RUN; give --init-from too")
         if self.resume and self.config is not None:
             raise GptinyError("give either a CONFIG (a new run) or --resume RUN (which keeps its own config), "
                               "not both")
@@ -50,7 +58,8 @@ class TrainRequest:
         for override in self.overrides:
             args += ["--set", override]
         args += ["--device", self.device, "--runs-dir", str(self.runs_dir)]
-        for option, value in (("--name", self.name), ("--resume", self.resume), ("--run-dir", self.run_dir)):
+        for option, value in (("--name", self.name), ("--resume", self.resume), ("--run-dir", self.run_dir),
+                              ("--init-from", self.init_from), ("--init-checkpoint", self.init_checkpoint)):
             if value is not None:
                 args += [option, str(value)]
         return args
@@ -67,6 +76,7 @@ class Plan:
     runs_dir: Path = Path("runs")
     changes: Mapping[str, Any] = field(default_factory=dict)  # resumable keys this start changes
     info: Mapping[str, Any] = field(default_factory=dict)  # run.json as the run left it
+    parent: finetune.Parent | None = None  # a new run fine-tuned from another's weights
 
 
 def plan(request: TrainRequest, world: World, processes: int | None = None) -> Plan:
@@ -76,17 +86,21 @@ def plan(request: TrainRequest, world: World, processes: int | None = None) -> P
     launcher, a world of one, before it starts them.
     """
     request.check()
-    config = None
+    config, parent = None, None
     if not request.resume:
         config = load_config(request.config, request.overrides)
         config.log.require_installed()
+    if request.init_from:  # the parent's model keys, also for a restarted job that continues the new run
+        config, parent = finetune.plan(config, request.config, request.overrides, request.init_from,
+                                       request.init_checkpoint or "best", request.runs_dir)
     kind, where = _agreed_target(request, world)
     size = processes or world.size
     if kind == "resume":
         return plan_resume(Path(where), request.overrides, size)
     if kind == "continue":
         return plan_continue(Path(where), config, size)
-    return plan_new(config, request.name or request.config.stem, request.runs_dir, Path(where) if where else None)
+    new = plan_new(config, request.name or request.config.stem, request.runs_dir, Path(where) if where else None)
+    return replace(new, parent=parent)
 
 
 def _target(request: TrainRequest, world: World) -> tuple[str, str]:
