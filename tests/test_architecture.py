@@ -26,8 +26,10 @@ LAYERS: dict[str, set[str]] = {
     "generation": {"errors", "config", "data", "model", "hardware"},
     "training": {"errors", "config", "data", "model", "store", "hardware"},
     "report": {"errors", "config", "data", "model", "store", "hardware", "prepare", "generation", "training"},
+    "serve": {"errors", "config", "data", "model", "store", "hardware", "prepare", "generation", "training",
+              "report"},
     "cli": {"errors", "config", "data", "model", "store", "hardware", "prepare", "generation", "training",
-            "report"},
+            "report", "serve"},
     "__main__": {"cli"},
 }
 ALLOWED_TO_PRINT = {"cli", "__main__"}
