@@ -1,10 +1,11 @@
 """``POST /api/explain``: for a text, what the model predicted at each position and where each head
-looked, within the last block of the text (the positions the model sees at once).
+looked, within one block of the text (the positions the model sees at once).
 
 Request: ``{"text": str, "top": 10, "positions": [int, ...] | null}``, positions indexing the text
-(default: every position of its last block). Per position t the response has the character there,
-the ``top`` most likely characters to follow it with their probabilities, the one that did follow
-(``next``, null at the end), and per layer and head the weights that t gave positions 0..t of the block.
+(default: every position of its last block); the block ends at the last of them. Per position t
+the response has the character there, the ``top`` most likely characters to follow it with their
+probabilities, the one that did follow (``next``, null at the end of the text), and per layer and
+head the weights that t gave positions 0..t of the block.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ DIGITS = 5
 
 @dataclass
 class ExplainRequest:
-    tokens: list[int]  # the last block of the text
+    tokens: list[int]  # the block of the text that ends at the last position asked about
     offset: int  # where it starts in the text
     positions: list[int]  # within the block
     top: int
+    after: list[int]  # the character after the block, if the text has one
 
 
 def parse_explain(body: dict, vocab: Vocab, block_size: int) -> ExplainRequest:
@@ -42,14 +44,19 @@ def parse_explain(body: dict, vocab: Vocab, block_size: int) -> ExplainRequest:
     top = body.get("top", 10)
     if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= vocab.size:
         raise ApiError(400, f"'top' must be an integer from 1 to {vocab.size}, not {json.dumps(top)}", param="top")
-    offset = max(0, len(text) - block_size)
     wanted = body.get("positions")
     if wanted is None:
-        wanted = list(range(offset, len(text)))
-    if not isinstance(wanted, list) or not all(isinstance(p, int) and offset <= p < len(text) for p in wanted):
-        raise ApiError(400, f"'positions' must list indices of the text's last block, {offset} to {len(text) - 1}",
+        wanted = list(range(max(0, len(text) - block_size), len(text)))
+    if not isinstance(wanted, list) or not wanted or not all(isinstance(p, int) and 0 <= p < len(text) for p in wanted):
+        raise ApiError(400, f"'positions' must be a non-empty list of indices into the text, 0 to {len(text) - 1}",
                        param="positions")
-    return ExplainRequest(vocab.encode(text[offset:]), offset, [p - offset for p in wanted], top)
+    offset = max(0, max(wanted) + 1 - block_size)
+    if min(wanted) < offset:
+        raise ApiError(400, f"'positions' must lie within one block ({block_size} characters) of each other",
+                       param="positions")
+    tokens = vocab.encode(text[offset : max(wanted) + 2])
+    return ExplainRequest(tokens[: max(wanted) + 1 - offset], offset, [p - offset for p in wanted], top,
+                          tokens[max(wanted) + 1 - offset :])
 
 
 def explain(model: nn.Module, chars: tuple[str, ...], wanted: ExplainRequest) -> dict:
@@ -61,7 +68,8 @@ def explain(model: nn.Module, chars: tuple[str, ...], wanted: ExplainRequest) ->
     tops = top_next(seen.probs[wanted.positions], chars, wanted.top)
     positions = []
     for t, top in zip(wanted.positions, tops, strict=True):
-        following = wanted.tokens[t + 1] if t + 1 < len(wanted.tokens) else None
+        rest = wanted.tokens[t + 1 :] + wanted.after
+        following = rest[0] if rest else None
         positions.append({
             "index": wanted.offset + t,
             "char": chars[wanted.tokens[t]],
