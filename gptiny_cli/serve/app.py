@@ -21,7 +21,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from gptiny_cli.data import Vocab
-from gptiny_cli.serve.engine import Completion, Engine, Job, QueueFull
+from gptiny_cli.serve.batch import Completion
+from gptiny_cli.serve.engine import Engine, Job, QueueFull
 from gptiny_cli.serve.explain import explain, parse_explain
 from gptiny_cli.serve.protocol import (
     MAX_BODY,

@@ -1,26 +1,26 @@
 """The generation worker: one thread owns the model and serves every request, in arrival order.
 
 Generation is compute-bound, so requests never run in parallel threads. They wait in a bounded
-queue; the worker takes up to ``max_active`` of them at a time and advances each in turn by one
-step (a character per sample), so every streaming client makes progress and a long request does
-not hold up a short one. A request's own steps are exactly ``generation.sample.generate``'s with
-its own seeded generator, so a seed gives the same text as ``gptiny sample``. A cancelled
-request (its client went away) is dropped before its next step. Other work on the model (an
-explanation) is queued the same way and runs between two rounds of steps.
+queue; the worker takes up to ``max_active`` of them at a time and moves them all one character
+further per round, their decode steps run as one batch (``batch.py``), so every streaming client
+makes progress and a long request does not hold up a short one. A cancelled request (its client
+went away) is dropped before the next round. Other work on the model (an explanation) is queued
+the same way and runs between two rounds.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
-from gptiny_cli.generation.sample import SampleText, generate
+from gptiny_cli.generation.sample import SampleText
+from gptiny_cli.serve.batch import Completion, Stream, batch_decoder, batched_step
 
 # What a job delivers, in order: ("text", sample, piece) as sample texts grow, ("end", sample,
 # "stop" | "length") once per sample, then ("done", characters generated, None); or ("error",
@@ -30,20 +30,6 @@ Event = tuple[str, object, object]
 
 class QueueFull(Exception):
     """The queue in front of the model has no room; the client should retry later."""
-
-
-@dataclass
-class Completion:
-    """One prompt's generation, as a request asked for it: n samples of up to max_tokens characters."""
-
-    prompt: list[int]
-    max_tokens: int
-    n: int = 1
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: str = ""
 
 
 @dataclass
@@ -61,7 +47,7 @@ class Job:
 @dataclass
 class _Active:
     job: Job
-    steps: Iterator[torch.Tensor]
+    stream: Stream
     samples: list[SampleText]
     done: int = 0
 
@@ -73,6 +59,7 @@ class Engine:
                  max_active: int = 16, start_token: int = 0) -> None:
         self.model, self.chars, self.start_token = model, chars, start_token
         self.device = next(model.parameters()).device
+        self.decoder = batch_decoder(model)
         self.max_active = max_active
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._loop, name="gptiny-generation", daemon=True)
@@ -111,10 +98,10 @@ class Engine:
                 if item is None:
                     return
                 if isinstance(item, Job):
-                    active.append(self._begin(item))
+                    active.extend(self._begin(item))
                 else:
                     self._run_call(*item)
-            active = [a for a in active if not self._advance(a)]
+            active = self._round(active)
 
     def _run_call(self, work: Callable[[nn.Module], object], future: Future) -> None:
         if not future.set_running_or_notify_cancel():
@@ -124,28 +111,44 @@ class Engine:
         except Exception as error:  # handed to the waiting request, which reports it
             future.set_exception(error)
 
-    def _begin(self, job: Job) -> _Active:
+    def _begin(self, job: Job) -> list[_Active]:
+        """The job in flight, its prompt fed; none if that failed (and the job was told)."""
         c = job.completion
         generator = torch.Generator(device=self.device)
         if c.seed is None:
             generator.seed()
         else:
             generator.manual_seed(c.seed)
-        steps = generate(self.model, c.prompt, c.max_tokens, num_samples=c.n, temperature=c.temperature,
-                         top_k=c.top_k, top_p=c.top_p, generator=generator, start_token=self.start_token)
-        return _Active(job, steps, [SampleText(c.stop) for _ in range(c.n)])
-
-    def _advance(self, a: _Active) -> bool:
-        """One step of a request; True once it has ended (finished, cancelled or failed)."""
-        if a.job.cancelled.is_set():
-            a.steps.close()
-            return True
         try:
-            tokens = next(a.steps).tolist()
-        except Exception as error:  # a request that breaks the model must not stop the others
-            a.job.deliver(("error", f"generation failed: {error}", None))
+            with torch.inference_mode():
+                stream = Stream(self.model, c, generator, self.start_token)
+        except Exception as error:  # handed to the request, which reports it
+            job.deliver(("error", f"generation failed: {error}", None))
+            return []
+        return [_Active(job, stream, [SampleText(c.stop) for _ in range(c.n)])]
+
+    @torch.inference_mode()
+    def _round(self, active: list[_Active]) -> list[_Active]:
+        """Every request in flight one character further; those that go on."""
+        going = [a for a in active if not self._draw(a)]
+        together = [a.stream for a in going if a.stream.batchable and self.decoder is not None]
+        try:
+            for a in going:
+                if not (a.stream.batchable and self.decoder is not None):
+                    a.stream.step_alone()
+            if together:
+                batched_step(self.decoder, together)
+        except Exception as error:  # deliver the failure rather than lose the worker thread
+            for a in going:
+                a.job.deliver(("error", f"generation failed: {error}", None))
+            return []
+        return going
+
+    def _draw(self, a: _Active) -> bool:
+        """Draw a request's next characters and pass them on; True once it has ended."""
+        if a.job.cancelled.is_set():
             return True
-        for i, token in enumerate(tokens):
+        for i, token in enumerate(a.stream.draw().tolist()):
             sample = a.samples[i]
             if sample.stopped:
                 continue
@@ -157,7 +160,6 @@ class Engine:
         a.done += 1
         if a.done < a.job.completion.max_tokens and not all(s.stopped for s in a.samples):
             return False
-        a.steps.close()
         for i, sample in enumerate(a.samples):
             if not sample.stopped:
                 rest = sample.finish()

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from gptiny_cli.data import Vocab
-from gptiny_cli.serve.engine import Completion
+from gptiny_cli.serve.batch import Completion
 
 MAX_N = 16
 MAX_BODY = 1_000_000  # bytes
