@@ -99,16 +99,34 @@ class _Flight:
             job.cancel()
 
     async def __aiter__(self):
-        """Events ("text"|"end", choice, value) until every job is done; an engine error raises."""
+        """Events ("text"|"end", choice, value) until every job is done; an engine error raises.
+
+        Text that arrived while the client was being served comes as one piece per choice, so a
+        slow reader costs the event loop one chunk, not one per character.
+        """
         while self.pending:
-            kind, a, b = await self.events.get()
-            if kind == "error":
-                raise ApiError(500, str(a), kind="server_error")
-            if kind == "done":
-                self.pending -= 1
-                self.generated += a
-            else:
-                yield kind, a, b
+            events = [await self.events.get()]
+            while not self.events.empty():
+                events.append(self.events.get_nowait())
+            for kind, a, b in _merged(events):
+                if kind == "error":
+                    raise ApiError(500, str(a), kind="server_error")
+                if kind == "done":
+                    self.pending -= 1
+                    self.generated += a
+                else:
+                    yield kind, a, b
+
+
+def _merged(events: list[tuple]) -> list[tuple]:
+    """Consecutive pieces of text of the same choice joined into one."""
+    out: list[tuple] = []
+    for event in events:
+        if out and event[0] == out[-1][0] == "text" and event[1] == out[-1][1]:
+            out[-1] = ("text", event[1], out[-1][2] + event[2])
+        else:
+            out.append(event)
+    return out
 
 
 async def _complete_whole(flight: _Flight, request: Request, options: ServeOptions, prompt_chars: int) -> dict:

@@ -56,8 +56,9 @@ class Engine:
     """The model's one worker thread, with a queue of at most ``queue_size`` waiting requests."""
 
     def __init__(self, model: nn.Module, chars: tuple[str, ...], *, queue_size: int = 64,
-                 max_active: int = 16, start_token: int = 0) -> None:
-        self.model, self.chars, self.start_token = model, chars, start_token
+                 max_active: int = 16, start_token: int = 0, batch: bool = True) -> None:
+        """``batch=False`` steps the requests in flight one after another, for measuring the batch."""
+        self.model, self.chars, self.start_token, self.batch = model, chars, start_token, batch
         self.device = next(model.parameters()).device
         self.decoder = batch_decoder(model)
         self.max_active = max_active
@@ -136,8 +137,9 @@ class Engine:
             for a in going:
                 if not (a.stream.batchable and self.decoder is not None):
                     a.stream.step_alone()
-            if together:
-                batched_step(self.decoder, together)
+            for group in [together] if self.batch else [[s] for s in together]:
+                if group:
+                    batched_step(self.decoder, group)
         except Exception as error:  # deliver the failure rather than lose the worker thread
             for a in going:
                 a.job.deliver(("error", f"generation failed: {error}", None))
