@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import threading
 import uuid
 from dataclasses import dataclass, field
 from importlib import resources
@@ -72,12 +73,19 @@ def _busy() -> ApiError:
 
 
 class _Flight:
-    """One request's jobs in the engine, their events gathered on the event loop's side."""
+    """One request's jobs in the engine, their events gathered for the event loop.
+
+    The worker appends events to a buffer and wakes the loop only when the buffer was empty:
+    waking an event loop from another thread costs more than generating a character, so a
+    reader that lags behind takes everything that piled up at once.
+    """
 
     def __init__(self, engine: Engine, completions: list[Completion]) -> None:
-        self.events: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        self.jobs = [Job(c, self._deliverer(loop, p * c.n)) for p, c in enumerate(completions)]
+        self._loop = asyncio.get_running_loop()
+        self._buffer: list[tuple] = []
+        self._lock = threading.Lock()
+        self._ready = asyncio.Event()
+        self.jobs = [Job(c, self._deliverer(p * c.n)) for p, c in enumerate(completions)]
         try:
             for job in self.jobs:
                 engine.submit(job)
@@ -87,11 +95,14 @@ class _Flight:
         self.pending = len(self.jobs)
         self.generated = 0
 
-    def _deliverer(self, loop: asyncio.AbstractEventLoop, offset: int):
-        def deliver(event: tuple) -> None:
+    def _deliverer(self, offset: int):
+        def deliver(event: tuple) -> None:  # on the worker thread
             kind, a, b = event
-            shifted = (kind, a + offset, b) if kind in ("text", "end") else event
-            loop.call_soon_threadsafe(self.events.put_nowait, shifted)
+            with self._lock:
+                self._buffer.append((kind, a + offset, b) if kind in ("text", "end") else event)
+                wake = len(self._buffer) == 1
+            if wake:
+                self._loop.call_soon_threadsafe(self._ready.set)
         return deliver
 
     def cancel(self) -> None:
@@ -101,13 +112,13 @@ class _Flight:
     async def __aiter__(self):
         """Events ("text"|"end", choice, value) until every job is done; an engine error raises.
 
-        Text that arrived while the client was being served comes as one piece per choice, so a
-        slow reader costs the event loop one chunk, not one per character.
+        Text that arrived while the client was being served comes as one piece per choice.
         """
         while self.pending:
-            events = [await self.events.get()]
-            while not self.events.empty():
-                events.append(self.events.get_nowait())
+            await self._ready.wait()
+            with self._lock:
+                events, self._buffer = self._buffer, []
+                self._ready.clear()
             for kind, a, b in _merged(events):
                 if kind == "error":
                     raise ApiError(500, str(a), kind="server_error")
