@@ -53,7 +53,7 @@ def test_a_completion_has_its_text_finish_reason_and_usage_in_characters(client,
 
 def test_a_streamed_completion_arrives_in_pieces_that_make_the_same_text(client, run_dir):
     chunks = list(complete(client, run_dir, seed=4, stream=True))
-    assert len(chunks) > 10
+    assert len(chunks) >= 2 and all(c.choices[0].finish_reason is None for c in chunks[:-1])
     assert "".join(c.choices[0].text for c in chunks) == complete(client, run_dir, seed=4).choices[0].text
     assert chunks[-1].choices[0].finish_reason == "length"
 
