@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.seed_model import SeedGPT  # noqa: E402
 from gptiny_cli.config import load_config  # noqa: E402
 from gptiny_cli.data import get_batch  # noqa: E402
-from gptiny_cli.hardware.device import peak_flops  # noqa: E402
+from gptiny_cli.hardware import peaks  # noqa: E402
 from gptiny_cli.prepare.corpus import prepare_corpus  # noqa: E402
 from gptiny_cli.training.loop import train_step  # noqa: E402
 from gptiny_cli.training.session import setup  # noqa: E402
@@ -76,7 +76,7 @@ def main() -> None:
         ours = time_steps(lambda: train_step(session), args.steps)
         seed = math.nan if args.skip_seed else bench_seed(
             config, session.corpus.train, session.corpus.vocab.size, args.steps)
-    fp32_peak = peak_flops(torch.device("cpu"), torch.float32)
+    fp32_peak = peaks.peak(torch.device("cpu"), torch.float32).flops
     print(f"config {args.config.name}: {session.info['parameters']:,} parameters, {tokens:,} tokens/step, "
           f"{torch.get_num_threads()} threads, {args.steps} timed steps each")
     for label, seconds, peak, fmt in (("seed (fp32, per-head, eager)", seed, fp32_peak, "float32"),

@@ -126,13 +126,21 @@ def step_seed(seed: int, step: int, index: int, stream: str) -> int:
     return int.from_bytes(digest, "little")
 
 
+def get_windows(tokens: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Random windows of ``block_size + 1`` tokens (B, T+1): inputs are [:, :-1], targets [:, 1:].
+
+    One tensor, so that training copies one block to the GPU and slices it there.
+    """
+    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
+    index = starts[:, None] + torch.arange(block_size + 1)  # (B, T+1)
+    return tokens[index].long()
+
+
 def get_batch(
     tokens: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of ``block_size`` tokens and the same windows shifted by one."""
-    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
-    index = starts[:, None] + torch.arange(block_size + 1)  # (B, T+1)
-    window = tokens[index].long()
+    window = get_windows(tokens, batch_size, block_size, generator)
     return window[:, :-1], window[:, 1:]
 
 

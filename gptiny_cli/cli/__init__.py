@@ -12,7 +12,7 @@ import gc
 
 import typer
 
-from gptiny_cli.cli import attention, inspect, prepare, runs, sample, serve, train
+from gptiny_cli.cli import attention, doctor, inspect, prepare, runs, sample, serve, train
 
 app = typer.Typer(
     name="gptiny",
@@ -30,6 +30,7 @@ app.command("runs")(runs.list_runs)
 app.command()(runs.plot)
 app.command("eval")(runs.evaluate)
 app.command()(sample.sample)
+app.command()(doctor.doctor)
 app.command()(attention.attention)
 app.command()(serve.serve)
 

@@ -55,9 +55,10 @@ def sample(
     """
     import torch
 
-    from gptiny_cli.generation.inference import auto_precision, for_inference
+    from gptiny_cli.generation.inference import for_inference
     from gptiny_cli.generation.sample import SampleText, generate
-    from gptiny_cli.hardware.device import pick_device
+    from gptiny_cli.hardware.device import auto_sample_precision, pick_device
+    from gptiny_cli.hardware.setup import use_device
     from gptiny_cli.store.runs import load_run, resolve_run
 
     with user_errors():
@@ -72,8 +73,9 @@ def sample(
         if unknown:
             source = "--prompt-file" if prompt_file else "--prompt"
             raise GptinyError(f"{source} has characters this run's vocabulary lacks: {''.join(unknown)!r}")
-        dev = pick_device(device)
-        model = for_inference(loaded.model, auto_precision(dev) if precision == "auto" else precision.value, dev)
+        dev = use_device(pick_device(device), tf32=False)
+        chosen = auto_sample_precision(dev)[0] if precision == "auto" else precision.value
+        model = for_inference(loaded.model, chosen, dev)
     generator = torch.Generator(device=dev)
     if seed is None:
         generator.seed()

@@ -26,6 +26,8 @@ def train(
 ) -> None:
     """Train a model; weights, metrics and status go to a new directory under runs/.
 
+    The same seed gives the same losses bit for bit on the same CPU; on CUDA and MPS up to rounding only.
+
     Examples: gptiny train configs/shakespeare-cpu.toml --set train.max_iters=200;
     gptiny train --resume latest; gptiny train configs/shakespeare.toml --nproc 2
     (or torchrun --nproc-per-node 2 -m gptiny_cli train configs/shakespeare.toml)

@@ -19,7 +19,7 @@ import torch
 
 from gptiny_cli.data import Vocab, load_corpus
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.hardware.device import pick_device, resolve_precision
+from gptiny_cli.hardware.setup import for_evaluation
 from gptiny_cli.prepare.corpus import read_corpus
 from gptiny_cli.store.runs import LoadedRun, load_run
 from gptiny_cli.training.loop import full_split_loss
@@ -61,8 +61,7 @@ def split_known(text: str, vocab: Vocab) -> tuple[list[list[int]], Counter[str]]
 
 def _segments_loss(loaded: LoadedRun, segments: list[torch.Tensor], device: str) -> tuple[float, int]:
     """Mean loss over every prediction in every segment (a segment of n tokens makes n - 1)."""
-    dev = pick_device(device)
-    precision = resolve_precision(loaded.config.train.dtype, dev)
+    dev, precision = for_evaluation(device, loaded.config.train.dtype)
     model = loaded.model.to(dev)
     block, batch = loaded.config.model.block_size, loaded.config.train.batch_size
     total, count = 0.0, 0

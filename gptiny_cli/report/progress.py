@@ -46,7 +46,7 @@ def render(view: TrainView) -> Table:
     if view.last_step:
         s = view.last_step
         table.caption = (f"iter {s.iter}: loss {s.loss:.4f}  lr {s.lr:.2e}  "
-                         f"{s.tokens_per_sec:,.0f} tok/s  MFU {s.mfu:.1%}")
+                         f"{s.tokens_per_sec:,.0f} tok/s  MFU {_mfu(s.mfu)}")
     return table
 
 
@@ -57,4 +57,8 @@ def plain_line(event: StepStats | EvalStats) -> str:
                 f"({event.val_loss / LN2:.3f} bits/char) epoch {event.epoch:.2f} "
                 f"elapsed {_duration(event.elapsed_s)}{' best' if event.is_best else ''}")
     return (f"iter {event.iter}: loss {event.loss:.4f} lr {event.lr:.2e} "
-            f"{event.tokens_per_sec:,.0f} tok/s mfu {event.mfu:.1%}")
+            f"{event.tokens_per_sec:,.0f} tok/s mfu {_mfu(event.mfu)}")
+
+
+def _mfu(mfu: float | None) -> str:
+    return "unknown" if mfu is None else f"{mfu:.1%}"

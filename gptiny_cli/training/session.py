@@ -15,7 +15,9 @@ import torch.nn as nn
 from gptiny_cli.config import RunConfig, config_from_dict, read_toml
 from gptiny_cli.data import Corpus, load_corpus
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.hardware.device import Precision, peak_flops, resolve_precision
+from gptiny_cli.hardware import peaks
+from gptiny_cli.hardware.device import Precision, auto_compile, resolve_precision
+from gptiny_cli.hardware.setup import use_device
 from gptiny_cli.model import build_model, count_params
 from gptiny_cli.store import atomic, manifest, runs
 from gptiny_cli.store.runlock import RunLock
@@ -42,7 +44,7 @@ class Session:
     scaler: torch.amp.GradScaler | None
     info: dict
     flops_per_token: float
-    peak_flops: float
+    peak_flops: float | None  # None: a GPU whose peak is unknown, so MFU is too
     iter: int = 0
     best_val: float = math.inf
     evals_since_best: int = 0
@@ -72,20 +74,15 @@ def check_config_against_data(config: RunConfig, corpus: Corpus) -> None:
 
 
 def _maybe_compile(model: nn.Module, setting: bool | str, device: torch.device) -> nn.Module:
-    # On CPU torch.compile was measured to gain at most a few percent for tens of seconds of
-    # compiling, so "auto" compiles on CUDA only.
-    wanted = device.type == "cuda" if setting == "auto" else bool(setting)
+    wanted = auto_compile(device)[0] if setting == "auto" else bool(setting)
     return torch.compile(model) if wanted else model
 
 
 def build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Session:
     corpus = load_corpus(Path(config.data.path))
     check_config_against_data(config, corpus)
-    dev = world.device
+    dev = use_device(world.device, tf32=True)
     precision = resolve_precision(config.train.dtype, dev)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
     model = build_model(config.model, corpus.vocab.size).to(dev)
     counts = count_params(model)
@@ -108,7 +105,7 @@ def build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Session
         scaler=torch.amp.GradScaler(dev.type) if precision.uses_scaler else None,
         info=info,
         flops_per_token=flops_per_token(config.model, counts.non_embedding),
-        peak_flops=peak_flops(dev, precision.dtype),
+        peak_flops=peaks.peak(dev, precision.dtype).flops,
     )
 
 
