@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_sample import CORPUS, make_run  # noqa: E402
-from gptiny_cli.generation.inference import auto_precision, for_inference  # noqa: E402
+from gptiny_cli.generation.inference import for_inference  # noqa: E402
+from gptiny_cli.hardware.device import auto_sample_precision  # noqa: E402
 from gptiny_cli.serve.batch import Completion  # noqa: E402
 from gptiny_cli.serve.engine import Engine, Job  # noqa: E402
 from gptiny_cli.store.runs import load_run  # noqa: E402
@@ -123,7 +124,7 @@ def main() -> None:
         run_dir = args.run or make_run(args.config, CORPUS, Path(tmp))
         loaded = load_run(run_dir)
         cpu = torch.device("cpu")
-        precision = auto_precision(cpu) if args.precision == "auto" else args.precision
+        precision = auto_sample_precision(cpu)[0] if args.precision == "auto" else args.precision
         model = for_inference(loaded.model, precision, cpu)
         print(f"{run_dir.name}: {precision}, {torch.get_num_threads()} threads, {args.tokens} characters per client")
         print("worker alone     clients  batched chars/s  one by one chars/s  ratio  first char (batched)")

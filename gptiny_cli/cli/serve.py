@@ -48,17 +48,17 @@ def serve(
     except ImportError as error:
         if (error.name or "").split(".")[0] not in SERVE_PACKAGES:
             raise
-        err.print(f"[bold red]error:[/] {MISSING}", highlight=False)
-        raise typer.Exit(1) from None
+        with user_errors():
+            raise GptinyError(MISSING) from None
     key = api_key or os.environ.get("GPTINY_API_KEY") or None
     with user_errors():
         if max_tokens < 1 or queue_size < 1:
             raise GptinyError("--max-tokens and --queue-size must be at least 1")
         engine, vocab, options, where = _load(run, runs_dir, checkpoint.value, device, precision, queue_size)
     options.api_key, options.limits.max_tokens, options.cors_origins = key, max_tokens, cors_origin or []
-    if host not in LOCAL_HOSTS and key is None:
-        err.print(f"[bold yellow]warning:[/] listening on {host} without an API key: anyone who can reach this "
-                  "machine can use it; set --api-key or GPTINY_API_KEY", highlight=False)
+    warning = open_host_warning(host, key)
+    if warning:
+        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     shown = f"[{host}]" if ":" in host else host
     if host in ("0.0.0.0", "::"):
         shown = "127.0.0.1"
@@ -67,18 +67,27 @@ def serve(
     uvicorn.run(create_app(engine, vocab, options), host=host, port=port, log_level="warning")
 
 
+def open_host_warning(host: str, api_key: str | None) -> str | None:
+    """What to warn of when the server listens beyond this machine without a key."""
+    if host in LOCAL_HOSTS or api_key:
+        return None
+    return (f"listening on {host} without an API key: anyone who can reach this machine can use it; "
+            "set --api-key or GPTINY_API_KEY")
+
+
 def _load(run: str, runs_dir: Path, which: str, device: str, precision: str, queue_size: int) -> tuple:
     """The engine over the run's model, its vocabulary, the app's options and a line saying what is served."""
-    from gptiny_cli.generation.inference import auto_precision, for_inference
-    from gptiny_cli.hardware.device import pick_device
+    from gptiny_cli.generation.inference import for_inference
+    from gptiny_cli.hardware.device import auto_sample_precision, pick_device
+    from gptiny_cli.hardware.setup import use_device
     from gptiny_cli.serve.app import ServeOptions
     from gptiny_cli.serve.engine import Engine
     from gptiny_cli.serve.protocol import Defaults
     from gptiny_cli.store.runs import load_run, resolve_run
 
     loaded = load_run(resolve_run(run, runs_dir), which)
-    dev = pick_device(device)
-    model = for_inference(loaded.model, auto_precision(dev) if precision == "auto" else precision, dev)
+    dev = use_device(pick_device(device), tf32=False)  # as gptiny sample: the same seed, the same text
+    model = for_inference(loaded.model, auto_sample_precision(dev)[0] if precision == "auto" else precision, dev)
     chars = loaded.vocab.chars
     engine = Engine(model, chars, queue_size=queue_size, start_token=chars.index("\n") if "\n" in chars else 0)
     sample = loaded.config.sample
