@@ -18,7 +18,7 @@ import torch.nn as nn
 from gptiny_cli.data import Vocab
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.report.attention import insight, top_next
-from gptiny_cli.serve.protocol import ApiError
+from gptiny_cli.serve.protocol import ApiError, check_characters
 
 DIGITS = 5
 
@@ -37,10 +37,7 @@ def parse_explain(body: dict, vocab: Vocab, block_size: int) -> ExplainRequest:
     if not isinstance(text, str) or not text:
         raise ApiError(400, f"'text' must be a non-empty string, not {json.dumps(text)}", param="text",
                        code="invalid_type")
-    unknown = vocab.unknown(text)
-    if unknown:
-        raise ApiError(400, f"'text' has characters this model's vocabulary lacks: {json.dumps(''.join(unknown))}",
-                       param="text", code="unknown_characters")
+    check_characters("text", text, vocab)
     top = body.get("top", 10)
     if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= vocab.size:
         raise ApiError(400, f"'top' must be an integer from 1 to {vocab.size}, not {json.dumps(top)}", param="top")

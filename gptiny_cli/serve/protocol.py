@@ -96,11 +96,16 @@ def _prompts(body: dict, vocab: Vocab) -> list[str]:
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise _wrong("prompt", "a string or a non-empty list of strings", prompt)
-    unknown = vocab.unknown("".join(prompts))
-    if unknown:
-        raise ApiError(400, f"'prompt' has characters this model's vocabulary lacks: {json.dumps(''.join(unknown))}",
-                       param="prompt", code="unknown_characters")
+    check_characters("prompt", "".join(prompts), vocab)
     return prompts
+
+
+def check_characters(param: str, text: str, vocab: Vocab) -> None:
+    """A 400 listing the characters of ``text`` that the vocabulary lacks, if any."""
+    unknown = "".join(vocab.unknown(text))
+    if unknown:
+        raise ApiError(400, f"'{param}' has characters this model's vocabulary lacks: "
+                       f"{json.dumps(unknown, ensure_ascii=False)}", param=param, code="unknown_characters")
 
 
 def _stop(body: dict) -> str:
