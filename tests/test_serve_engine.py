@@ -76,3 +76,31 @@ def test_a_full_queue_refuses_the_next_request():
     engine.submit(Job(Completion([1], 5), lambda _: None))
     with pytest.raises(QueueFull):
         engine.submit(Job(Completion([1], 5), lambda _: None))
+
+
+def test_work_on_the_model_runs_between_rounds_even_with_every_slot_taken():
+    engine = Engine(tiny_model(), CHARS, max_active=1)
+    long = Job(Completion([1], 1_000_000), lambda _: None)
+    engine.submit(long)
+    engine.start()
+    try:
+        assert engine.call(lambda model: model.block_size).result(timeout=10) == 8
+    finally:
+        long.cancel()
+        engine.close()
+
+
+def test_a_cancelled_request_delivers_nothing_more():
+    events: list[tuple] = []
+    engine = Engine(tiny_model(), CHARS)
+    job = Job(Completion([1], 1_000_000), events.append)
+    engine.submit(job)
+    engine.start()
+    while not events:
+        threading.Event().wait(0.001)
+    job.cancel()
+    engine.call(lambda _: None).result(timeout=10)  # a round has passed since
+    seen = len(events)
+    engine.call(lambda _: None).result(timeout=10)
+    engine.close()
+    assert len(events) == seen and all(kind == "text" for kind, _, _ in events)

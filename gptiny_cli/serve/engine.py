@@ -4,12 +4,13 @@ Generation is compute-bound, so requests never run in parallel threads. They wai
 queue; the worker takes up to ``max_active`` of them at a time and moves them all one character
 further per round, their decode steps run as one batch (``batch.py``), so every streaming client
 makes progress and a long request does not hold up a short one. A cancelled request (its client
-went away) is dropped before the next round. Other work on the model (an explanation) is queued
-the same way and runs between two rounds.
+went away) is dropped before the next round. Other work on the model (an explanation) has a
+queue of its own and runs between two rounds, however many requests are in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -26,6 +27,9 @@ from gptiny_cli.serve.batch import Completion, Stream, batch_decoder, batched_st
 # "stop" | "length") once per sample, then ("done", characters generated, None); or ("error",
 # message, None).
 Event = tuple[str, object, object]
+
+
+_WAKE = "wake"  # put in the queue to wake an idle worker for a call
 
 
 class QueueFull(Exception):
@@ -63,6 +67,7 @@ class Engine:
         self.decoder = batch_decoder(model)
         self.max_active = max_active
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._calls: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._loop, name="gptiny-generation", daemon=True)
 
     def start(self) -> None:
@@ -80,12 +85,14 @@ class Engine:
             raise QueueFull() from None
 
     def call(self, work: Callable[[nn.Module], object]) -> Future:
-        """Run ``work(model)`` on the worker thread, in turn with the queued requests."""
+        """Run ``work(model)`` on the worker thread before its next round, even with every slot taken."""
         future: Future = Future()
         try:
-            self._queue.put_nowait((work, future))
+            self._calls.put_nowait((work, future))
         except queue.Full:
             raise QueueFull() from None
+        with contextlib.suppress(queue.Full):  # a full queue means the worker is not waiting on it
+            self._queue.put_nowait(_WAKE)
         return future
 
     def _loop(self) -> None:
@@ -100,17 +107,22 @@ class Engine:
                     return
                 if isinstance(item, Job):
                     active.extend(self._begin(item))
-                else:
-                    self._run_call(*item)
+                self._run_calls()
+            self._run_calls()
             active = self._round(active)
 
-    def _run_call(self, work: Callable[[nn.Module], object], future: Future) -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(work(self.model))
-        except Exception as error:  # handed to the waiting request, which reports it
-            future.set_exception(error)
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                work, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(work(self.model))
+            except Exception as error:  # handed to the waiting request, which reports it
+                future.set_exception(error)
 
     def _begin(self, job: Job) -> list[_Active]:
         """The job in flight, its prompt fed; none if that failed (and the job was told)."""

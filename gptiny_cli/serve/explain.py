@@ -47,6 +47,7 @@ def parse_explain(body: dict, vocab: Vocab, block_size: int) -> ExplainRequest:
     if not isinstance(wanted, list) or not wanted or not all(isinstance(p, int) and 0 <= p < len(text) for p in wanted):
         raise ApiError(400, f"'positions' must be a non-empty list of indices into the text, 0 to {len(text) - 1}",
                        param="positions")
+    wanted = sorted(set(wanted))  # a block's worth at most: the answer's size is bounded
     offset = max(0, max(wanted) + 1 - block_size)
     if min(wanted) < offset:
         raise ApiError(400, f"'positions' must lie within one block ({block_size} characters) of each other",
