@@ -178,6 +178,15 @@ def test_a_client_that_disconnects_frees_the_model(run_dir):
         assert after.status_code == 200 and time.monotonic() - start < 10
 
 
+def test_a_client_that_gives_up_waiting_for_a_whole_completion_frees_the_model(run_dir):
+    with serving(run_dir, max_tokens=1_000_000, max_active=1) as base, httpx.Client(timeout=30) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            client.post(f"{base}/v1/completions", json={"prompt": "A", "max_tokens": 1_000_000}, timeout=0.5)
+        start = time.monotonic()
+        after = client.post(f"{base}/v1/completions", json={"prompt": "A", "max_tokens": 5})
+        assert after.status_code == 200 and time.monotonic() - start < 10
+
+
 def test_a_full_queue_is_a_503_with_retry_after(run_dir):
     with serving(run_dir, max_tokens=1_000_000, max_active=1, queue_size=1) as base, \
             httpx.Client(timeout=30) as client:

@@ -90,7 +90,7 @@ def test_work_on_the_model_runs_between_rounds_even_with_every_slot_taken():
         engine.close()
 
 
-def test_a_cancelled_request_delivers_nothing_more():
+def test_a_cancelled_request_is_told_it_is_done_and_gets_nothing_more():
     events: list[tuple] = []
     engine = Engine(tiny_model(), CHARS)
     job = Job(Completion([1], 1_000_000), events.append)
@@ -103,4 +103,5 @@ def test_a_cancelled_request_delivers_nothing_more():
     seen = len(events)
     engine.call(lambda _: None).result(timeout=10)
     engine.close()
-    assert len(events) == seen and all(kind == "text" for kind, _, _ in events)
+    assert len(events) == seen and events[-1][0] == "done"
+    assert all(kind == "text" for kind, _, _ in events[:-1])

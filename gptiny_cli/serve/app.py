@@ -104,7 +104,8 @@ class _Flight:
                 self._buffer.append((kind, a + offset, b) if kind in ("text", "end") else event)
                 wake = len(self._buffer) == 1
             if wake:
-                self._loop.call_soon_threadsafe(self._ready.set)
+                with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+                    self._loop.call_soon_threadsafe(self._ready.set)
         return deliver
 
     def cancel(self) -> None:

@@ -24,8 +24,8 @@ from gptiny_cli.generation.sample import SampleText
 from gptiny_cli.serve.batch import Completion, Stream, batch_decoder, batched_step
 
 # What a job delivers, in order: ("text", sample, piece) as sample texts grow, ("end", sample,
-# "stop" | "length") once per sample, then ("done", characters generated, None); or ("error",
-# message, None).
+# "stop" | "length") once per sample, then ("done", characters generated, None); a cancelled job
+# skips to "done"; a failed one delivers ("error", message, None) instead.
 Event = tuple[str, object, object]
 
 
@@ -160,7 +160,8 @@ class Engine:
 
     def _draw(self, a: _Active) -> bool:
         """Draw a request's next characters and pass them on; True once it has ended."""
-        if a.job.cancelled.is_set():
+        if a.job.cancelled.is_set():  # the request learns it is over, and waits no longer
+            a.job.deliver(("done", sum(s.generated for s in a.samples), None))
             return True
         for i, token in enumerate(a.stream.draw().tolist()):
             sample = a.samples[i]
