@@ -33,7 +33,8 @@ def train(
     (or torchrun --nproc-per-node 2 -m gptiny_cli train configs/shakespeare.toml)
     """
     from gptiny_cli.training import distributed
-    from gptiny_cli.training.launch import TrainRequest, run_local
+    from gptiny_cli.training.launch import run_local
+    from gptiny_cli.training.plan import TrainRequest
 
     request = TrainRequest(config, set_, device, runs_dir, name, resume, run_dir)
     if nproc is not None:
@@ -51,12 +52,13 @@ def train(
 def _train_here(request, world) -> None:
     """Train in this process; with several processes, only rank 0 shows anything but errors."""
     from gptiny_cli.training.interrupt import GracefulStop
-    from gptiny_cli.training.launch import start_session
+    from gptiny_cli.training.launch import build_session
+    from gptiny_cli.training.plan import plan
     from gptiny_cli.training.resume import AlreadyComplete
 
     with user_errors(f"rank {world.rank}: " if world.size > 1 else ""):
         try:
-            session = start_session(request, world)
+            session = build_session(plan(request, world), world)
         except AlreadyComplete as done:
             if world.is_main:
                 err.print(str(done), highlight=False, soft_wrap=True)
