@@ -33,16 +33,19 @@ def health(server: subprocess.Popen, port: int) -> dict:
             time.sleep(0.05)
 
 
-def test_serve_prints_the_playground_and_docs_urls_and_answers_there(data_dir):
+def test_serve_prints_its_urls_and_answers_there_with_the_key_from_the_environment(data_dir):
     run_dir, port = train_tiny(data_dir), free_port()
     server = subprocess.Popen([sys.executable, "-m", "gptiny_cli", "serve", str(run_dir), "--port", str(port),
                                "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=cli_env())
+                              env={**cli_env(), "GPTINY_API_KEY": "from-env"})
     try:
         lines = [server.stdout.readline() for _ in range(3)]
         assert lines[1].strip() == f"playground: http://127.0.0.1:{port}/"
         assert lines[2].strip() == f"API docs:   http://127.0.0.1:{port}/docs"
         assert health(server, port)["model"] == run_dir.name
+        models = f"http://127.0.0.1:{port}/v1/models"
+        assert httpx.get(models).status_code == 401
+        assert httpx.get(models, headers={"Authorization": "Bearer from-env"}).status_code == 200
         assert "access-control-allow-origin" not in httpx.get(f"http://127.0.0.1:{port}/health",
                                                               headers={"Origin": "http://elsewhere"}).headers
     finally:
