@@ -86,6 +86,12 @@ def test_an_output_that_holds_the_run_is_refused_even_with_force(run_dir):
     assert files(run_dir) == before
 
 
+def test_an_output_below_a_file_is_refused(run_dir):
+    Path("notes").write_text("keep me")
+    refused(gptiny("export", str(run_dir), "--format", "hf", "--out", "notes/model"), "cannot write there")
+    assert Path("notes").read_text() == "keep me"
+
+
 def test_a_vocabulary_too_large_to_fold_is_refused_and_onnx_still_exports(tmp_path):
     small = train_run(tmp_path, n_embd=16)  # the corpus has more than 17 characters
     before = files(small)

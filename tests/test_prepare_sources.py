@@ -120,6 +120,13 @@ def test_an_empty_folder_is_an_error_that_says_so():
         prepare_corpus(["empty"], Path("data/empty"))
 
 
+def test_an_output_below_a_file_is_refused_in_one_line(corpus_file):
+    _write("notes", "a file, not a folder\n")
+    with pytest.raises(GptinyError, match="--out notes/data: cannot write there"):
+        prepare_corpus([str(corpus_file)], Path("notes/data"))
+    assert Path("notes").read_text() == "a file, not a folder\n"
+
+
 def test_the_default_output_is_named_after_the_first_input(corpus_file):
     _write("shelf/a.txt", "a small shelf of text\n")
     result = CliRunner().invoke(app, ["prepare", "shelf", str(corpus_file)])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -58,10 +57,8 @@ def write_dir(out: Path, force: bool, run_dir: Path, fill: Callable[[Path], T]) 
     out = Path(out)
     check_target(out, force, run_dir)
     created = [parent for parent in reversed(out.parents) if not parent.exists()]  # outermost first
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    staging = atomic.staging_dir(out)
     try:
-        staging.chmod(0o777 & ~atomic.current_umask())
         result = fill(staging)
         for path in staging.iterdir():
             with open(path, "rb+") as handle:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,9 +164,7 @@ def prepare_corpus(inputs: Path | str | Sequence[Path | str], out_dir: Path, val
     options.check()
     specs = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(i) for i in inputs]
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    staging.chmod(0o777 & ~atomic.current_umask())
+    staging = atomic.staging_dir(out_dir)
     try:
         summary, meta = _write(staging, specs, options, stdin, progress)
         atomic.write_json(staging / "meta.json", meta)

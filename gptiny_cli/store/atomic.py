@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gptiny_cli.errors import GptinyError
+
 
 def fsync_dir(directory: Path) -> None:
     try:
@@ -62,6 +64,19 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def staging_dir(target: Path, option: str = "--out") -> Path:
+    """A fresh, empty directory beside ``target`` (its parents created) to fill and then swap in
+    with ``replace_dir``; a target that cannot be written there is an error naming ``option``."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    except OSError as err:
+        raise GptinyError(f"{option} {target}: cannot write there ({err.strerror or err})") from None
+    staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; give it a normal directory's mode
+    return staging
 
 
 def replace_dir(staging: Path, target: Path) -> None:
