@@ -55,6 +55,12 @@ def test_the_suffix_picks_the_format_and_an_unknown_one_is_refused():
         save_figure(figure, Path("loss.xyz"))
 
 
+def test_an_image_path_that_cannot_be_written_is_refused_in_one_line():
+    Path("notes").write_text("a file, not a folder")
+    with pytest.raises(GptinyError, match="--out notes/loss.png: cannot write it there"):
+        save_figure(loss_figure([("a", history(1.0))]), Path("notes/loss.png"))
+
+
 def test_plot_draws_several_real_runs_into_a_png(data_dir):
     first, second = train_tiny(data_dir, name="one"), train_tiny(data_dir, name="two", learning_rate=3e-3)
     result = runner.invoke(app, ["plot", str(first), str(second), "--out", "both.png", "--log"])

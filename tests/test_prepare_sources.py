@@ -120,6 +120,12 @@ def test_an_empty_folder_is_an_error_that_says_so():
         prepare_corpus(["empty"], Path("data/empty"))
 
 
+def test_an_absolute_glob_is_refused_in_one_line():
+    _write("shelf/a.txt", "a small shelf of text\n")
+    with pytest.raises(GptinyError, match="--glob '/etc/\\*' is invalid"):
+        prepare_corpus(["shelf"], Path("data/shelf"), options=PrepareOptions(glob="/etc/*"))
+
+
 def test_an_output_below_a_file_is_refused_in_one_line(corpus_file):
     _write("notes", "a file, not a folder\n")
     with pytest.raises(GptinyError, match="--out notes/data: cannot write there"):

@@ -36,7 +36,11 @@ def default_out(first_input: str | None) -> Path:
 
 
 def _directory(path: Path, glob: str) -> list[Source]:
-    found = sorted(p for p in path.rglob(glob) if p.is_file())  # by path component: a/z.txt before a.txt
+    try:
+        found = sorted(p for p in path.rglob(glob) if p.is_file())  # by path component: a/z.txt before a.txt
+    except (ValueError, NotImplementedError) as err:  # pathlib's word for an absolute or empty pattern
+        raise GptinyError(f"--glob {glob!r} is invalid ({err}); give a pattern relative to the folder, "
+                          "e.g. --glob '*.md'") from None
     if not found:
         raise GptinyError(f"no files matching {glob!r} under {path}; pass --glob to choose others "
                           "(e.g. --glob '*.md')")

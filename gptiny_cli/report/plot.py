@@ -73,6 +73,9 @@ def save_figure(figure: Figure, out: Path) -> Path:
     if kind not in supported:
         raise GptinyError(f"--out {out}: cannot write {kind or 'a file without a suffix'}; "
                           f"use one of .{', .'.join(sorted(supported))}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_with(out, lambda tmp: figure.savefig(tmp, format=kind, dpi=110))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_with(out, lambda tmp: figure.savefig(tmp, format=kind, dpi=110))
+    except OSError as err:
+        raise GptinyError(f"--out {out}: cannot write it there ({err.strerror or err})") from None
     return out
