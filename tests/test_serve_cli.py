@@ -53,6 +53,21 @@ def test_serve_prints_its_urls_and_answers_there_with_the_key_from_the_environme
         server.wait(10)
 
 
+def test_a_port_in_use_is_one_line_error_before_the_run_is_loaded():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "no-such-run", "--port", str(port)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+def test_a_port_out_of_range_is_refused():
+    result = CliRunner().invoke(app, ["serve", "latest", "--port", "99999"])
+    assert result.exit_code == 1 and "--port 99999 is invalid" in result.stderr
+
+
 def test_listening_beyond_this_machine_without_a_key_is_warned_of():
     assert "without an API key" in open_host_warning("0.0.0.0", None)
     assert open_host_warning("0.0.0.0", "s3cret") is None and open_host_warning("127.0.0.1", None) is None

@@ -50,12 +50,23 @@ def serve(
             raise
         with user_errors():
             raise GptinyError(MISSING) from None
+    from gptiny_cli.serve.listen import listen
+
     key = api_key or os.environ.get("GPTINY_API_KEY") or None
     with user_errors():
         if max_tokens < 1 or queue_size < 1:
             raise GptinyError("--max-tokens and --queue-size must be at least 1")
-        engine, vocab, options, where = _load(run, runs_dir, checkpoint.value, device, precision, queue_size)
-    options.api_key, options.limits.max_tokens, options.cors_origins = key, max_tokens, cors_origin or []
+        sock = listen(host, port)  # before the model loads: a port in use fails at once
+    with sock:
+        with user_errors():
+            engine, vocab, options, where = _load(run, runs_dir, checkpoint.value, device, precision, queue_size)
+        options.api_key, options.limits.max_tokens, options.cors_origins = key, max_tokens, cors_origin or []
+        _announce(host, sock.getsockname()[1], key, where)
+        uvicorn.Server(uvicorn.Config(create_app(engine, vocab, options), log_level="warning")).run(sockets=[sock])
+
+
+def _announce(host: str, port: int, key: str | None, where: str) -> None:
+    """The warning for an open host, and the URLs (with the port the system chose for --port 0)."""
     warning = open_host_warning(host, key)
     if warning:
         err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
@@ -64,7 +75,6 @@ def serve(
         shown = "127.0.0.1"
     out.print(f"serving {where}\nplayground: http://{shown}:{port}/\n"
               f"API docs:   http://{shown}:{port}/docs", highlight=False)
-    uvicorn.run(create_app(engine, vocab, options), host=host, port=port, log_level="warning")
 
 
 def open_host_warning(host: str, api_key: str | None) -> str | None:
