@@ -105,3 +105,25 @@ def test_a_cancelled_request_is_told_it_is_done_and_gets_nothing_more():
     engine.close()
     assert len(events) == seen and events[-1][0] == "done"
     assert all(kind == "text" for kind, _, _ in events[:-1])
+
+
+def test_a_failure_while_drawing_is_delivered_and_the_worker_serves_on():
+    model = tiny_model()
+    with torch.no_grad():
+        model.head.bias[-1] = 1e4  # always drawn, and the engine is given one character too few
+    events: list[tuple] = []
+    failed = threading.Event()
+
+    def deliver(event: tuple) -> None:
+        events.append(event)
+        if event[0] == "error":
+            failed.set()
+
+    engine = Engine(model, CHARS[:-1])
+    engine.submit(Job(Completion([1], 5), deliver))
+    engine.start()
+    try:
+        assert failed.wait(timeout=10) and "generation failed" in events[-1][1]
+        assert engine.call(lambda m: m.block_size).result(timeout=10) == 8  # the worker is still there
+    finally:
+        engine.close()

@@ -54,6 +54,7 @@ class _Active:
     stream: Stream
     samples: list[SampleText]
     done: int = 0
+    ended: bool = False  # its "done" was delivered
 
 
 class Engine:
@@ -143,26 +144,26 @@ class Engine:
     @torch.inference_mode()
     def _round(self, active: list[_Active]) -> list[_Active]:
         """Every request in flight one character further; those that go on."""
-        going = [a for a in active if not self._draw(a)]
-        together = [a.stream for a in going if a.stream.batchable and self.decoder is not None]
-        try:
+        try:  # a failure anywhere in the round is delivered, rather than losing the worker thread
+            going = [a for a in active if not self._draw(a)]
+            together = [a.stream for a in going if a.stream.batchable and self.decoder is not None]
             for a in going:
                 if not (a.stream.batchable and self.decoder is not None):
                     a.stream.step_alone()
             for group in [together] if self.batch else [[s] for s in together]:
                 if group:
                     batched_step(self.decoder, group)
-        except Exception as error:  # deliver the failure rather than lose the worker thread
-            for a in going:
-                a.job.deliver(("error", f"generation failed: {error}", None))
+        except Exception as error:
+            for a in active:
+                if not a.ended:
+                    a.job.deliver(("error", f"generation failed: {error}", None))
             return []
         return going
 
     def _draw(self, a: _Active) -> bool:
         """Draw a request's next characters and pass them on; True once it has ended."""
         if a.job.cancelled.is_set():  # the request learns it is over, and waits no longer
-            a.job.deliver(("done", sum(s.generated for s in a.samples), None))
-            return True
+            return self._end(a)
         for i, token in enumerate(a.stream.draw().tolist()):
             sample = a.samples[i]
             if sample.stopped:
@@ -181,5 +182,10 @@ class Engine:
                 if rest:
                     a.job.deliver(("text", i, rest))
                 a.job.deliver(("end", i, "length"))
+        return self._end(a)
+
+    @staticmethod
+    def _end(a: _Active) -> bool:
+        a.ended = True
         a.job.deliver(("done", sum(s.generated for s in a.samples), None))
         return True
