@@ -155,8 +155,9 @@ async def _complete_whole(flight: _Flight, request: Request, options: ServeOptio
                 texts[choice] = texts.get(choice, "") + value
             else:
                 reasons[choice] = value
-    finally:
+    finally:  # an error in one prompt's job, or this handler cancelled: the other jobs stop too
         watcher.cancel()
+        flight.cancel()
     order = sorted(reasons)
     return completion_object(f"cmpl-{uuid.uuid4().hex}", options.model_id, [texts.get(i, "") for i in order],
                              [reasons[i] for i in order], prompt_chars, flight.generated)
