@@ -37,6 +37,11 @@ class Vocab:
     def size(self) -> int:
         return len(self.chars)
 
+    @property
+    def start_token(self) -> int:
+        """What an empty prompt starts from: the newline, as a text starts a line, else token 0."""
+        return self.chars.index("\n") if "\n" in self.chars else 0
+
     def unknown(self, text: str) -> list[str]:
         """Characters of ``text`` that the vocabulary lacks, each once, in order of appearance."""
         known = set(self.chars)

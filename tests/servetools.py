@@ -41,8 +41,8 @@ def serving(run_dir: Path, *, api_key: str | None = None, max_tokens: int = 500,
     """The run served as ``gptiny serve`` serves it (int8 on the CPU), at the yielded base URL."""
     loaded = load_run(run_dir)
     model = for_inference(loaded.model, "int8", loaded.model.tok_emb.weight.device)
-    chars = loaded.vocab.chars
-    engine = Engine(model, chars, queue_size=queue_size, max_active=max_active, start_token=chars.index("\n"))
+    engine = Engine(model, loaded.vocab.chars, queue_size=queue_size, max_active=max_active,
+                    start_token=loaded.vocab.start_token)
     options = ServeOptions(run_dir.name, api_key, Limits(max_tokens=max_tokens))
     app = create_app(engine, loaded.vocab, options)
     sock = socket.socket()

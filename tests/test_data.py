@@ -17,6 +17,11 @@ def test_vocab_is_the_sorted_set_of_characters_including_newlines_and_unicode():
     assert vocab.chars == ("\n", " ", "a", "b", "ä")
 
 
+def test_an_empty_prompt_starts_from_the_newline_or_else_token_0():
+    assert Vocab(("a", "\n", "b")).start_token == 1
+    assert Vocab(("a", "b")).start_token == 0
+
+
 def test_encode_decode_round_trip():
     text = "To be, or not to be:\nthat is the question — ¿sí?"
     vocab = Vocab.from_text(text)

@@ -67,10 +67,9 @@ def sample(
         _check_prompt(text, loaded.vocab, "--prompt-file" if prompt_file else "--prompt")
         model, dev = _for_inference(loaded.model, device, precision.value)
     generator = _generator(dev, seed)
-    start = loaded.vocab.chars.index("\n") if "\n" in loaded.vocab.chars else 0
     err.print(f"sampling {n} characters × {num_samples} from {loaded.weights}", highlight=False)
     steps = generate(model, loaded.vocab.encode(text), n, num_samples=num_samples, temperature=temp, top_k=k,
-                     top_p=top_p, generator=generator, use_cache=kv_cache, start_token=start)
+                     top_p=top_p, generator=generator, use_cache=kv_cache, start_token=loaded.vocab.start_token)
     samples = [SampleText(stop) for _ in range(num_samples)]
     live = not as_json and num_samples == 1 and (out.is_terminal if stream is None else stream)
     interrupted = _run(steps, loaded.vocab.chars, samples, text, live)

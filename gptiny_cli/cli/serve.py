@@ -98,8 +98,7 @@ def _load(run: str, runs_dir: Path, which: str, device: str, precision: str, que
     loaded = load_run(resolve_run(run, runs_dir), which)
     dev = use_device(pick_device(device), tf32=False)  # as gptiny sample: the same seed, the same text
     model = for_inference(loaded.model, auto_sample_precision(dev)[0] if precision == "auto" else precision, dev)
-    chars = loaded.vocab.chars
-    engine = Engine(model, chars, queue_size=queue_size, start_token=chars.index("\n") if "\n" in chars else 0)
+    engine = Engine(model, loaded.vocab.chars, queue_size=queue_size, start_token=loaded.vocab.start_token)
     sample = loaded.config.sample
     options = ServeOptions(loaded.run_dir.name, defaults=Defaults(temperature=sample.temperature, top_k=sample.top_k))
     return engine, loaded.vocab, options, f"{loaded.weights} on {dev}"

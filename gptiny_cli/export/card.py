@@ -26,10 +26,9 @@ def data_facts(loaded: LoadedRun) -> tuple[str, str]:
 
 def sample_text(loaded: LoadedRun, n: int = SAMPLE_CHARS) -> str:
     """A reproducible sample with the run's own sampling defaults (seed 0), from a newline."""
-    chars, s = loaded.vocab.chars, loaded.config.sample
-    start = chars.index("\n") if "\n" in chars else 0
+    s = loaded.config.sample
     steps = generate(loaded.model, [], n, temperature=s.temperature, top_k=s.top_k,
-                     generator=torch.Generator().manual_seed(0), start_token=start)
+                     generator=torch.Generator().manual_seed(0), start_token=loaded.vocab.start_token)
     return loaded.vocab.decode([int(step[0]) for step in steps])
 
 

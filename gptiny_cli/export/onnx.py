@@ -168,7 +168,7 @@ def description(model: GPT, vocab: Vocab) -> dict:
         "n_layer": c.n_layer, "n_head": c.n_head, "head_dim": c.n_embd // c.n_head, "vocab_size": vocab.size,
         "block_size": c.block_size, "position_encoding": c.position,
         "past_block_size": rolling if c.position == "rope" else refill,
-        "start_token": vocab.chars.index("\n") if "\n" in vocab.chars else 0,
+        "start_token": vocab.start_token,
         "vocab": "vocab.json",
     }
 
