@@ -69,16 +69,21 @@ def _local_inputs(inputs: list[str] | None, max_mb: float) -> list[str]:
     return specs
 
 
-def _run(specs: list[str], target: Path, options):
+def _byte_bar():
+    """A progress bar on stderr in bytes, with the speed, gone once done."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    return Progress(*columns, console=err, transient=True)
+
+
+def _run(specs: list[str], target: Path, options):
     from gptiny_cli.prepare.corpus import prepare_corpus
 
     stdin = sys.stdin.buffer if "-" in specs else None
     if not err.is_terminal:
         return prepare_corpus(specs, target, options=options, stdin=stdin)
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
+    with _byte_bar() as bar:
         task = bar.add_task("counting", total=None)
 
         def show(stage: str, done: int, total: int) -> None:
@@ -125,8 +130,6 @@ def _report(specs: list[str], summary) -> None:
 
 
 def _download(url: str, path: Path, max_mb: float) -> None:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
     from gptiny_cli.prepare.download import download
 
     if not max_mb > 0:
@@ -135,8 +138,7 @@ def _download(url: str, path: Path, max_mb: float) -> None:
     if not err.is_terminal:
         download(url, path, int(max_mb * 2**20))
     else:
-        columns = (TextColumn("download"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-        with Progress(*columns, console=err, transient=True) as bar:
+        with _byte_bar() as bar:
             task = bar.add_task("download", total=None)
             download(url, path, int(max_mb * 2**20),
                      lambda done, total: bar.update(task, completed=done, total=total))
