@@ -10,8 +10,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from gptiny_cli.data import Vocab
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.export.card import data_facts
 from gptiny_cli.export.hf import fold_head_bias, per_head
 from gptiny_cli.export.hf_dir import verify
+from gptiny_cli.prepare.corpus import prepare_corpus
 from gptiny_cli.store.runs import load_run
 from tests.exporting import EXPORT_TEXT, PROMPT, export, gptiny, greedy_text, train_run
 
@@ -84,6 +86,16 @@ def test_the_model_card_names_the_data_and_warns_of_unknown_characters(exported)
     card = (out / "README.md").read_text()
     sha = json.loads((run_dir.parent.parent / "data" / "meta.json").read_text())["sha256"]
     assert sha in card and "dropped silently" in card and "bits per character" in card
+
+
+def test_the_model_card_lists_each_source_of_a_corpus_of_several_files(tmp_path):
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(f"the text of {name}, long enough to split\n", encoding="utf-8")
+    prepare_corpus([tmp_path / "a.txt", tmp_path / "b.txt"], tmp_path / "data")
+    sources, sha = data_facts(tmp_path / "data")
+    meta = json.loads((tmp_path / "data" / "meta.json").read_text())
+    assert sha == meta["sha256"] and len(sources) == 2
+    assert all(s["path"] in line and s["sha256"] in line for s, line in zip(meta["sources"], sources, strict=True))
 
 
 def test_verify_refuses_an_export_that_disagrees_with_the_model(exported):

@@ -13,15 +13,20 @@ from gptiny_cli.model import count_params
 from gptiny_cli.store.runs import LoadedRun, read_run_info
 
 SAMPLE_CHARS = 300
+LISTED_SOURCES = 10  # documents named in the card before "and N more"
 
 
-def data_facts(loaded: LoadedRun) -> tuple[str, str]:
-    """The corpus's source and sha256 from the data directory's meta.json; "unknown" where unreadable."""
+def data_facts(data_dir: Path) -> tuple[list[str], str]:
+    """From the data directory's meta.json: a line per source document (its path and sha256), and
+    the sha256 of the joined text; "unknown" where it cannot be read."""
     try:
-        meta = json.loads((Path(loaded.config.data.path) / "meta.json").read_text(encoding="utf-8"))
-        return str(meta.get("source", "unknown")), str(meta.get("sha256", "unknown"))
-    except (OSError, ValueError, AttributeError):
-        return "unknown", "unknown"
+        meta = json.loads((Path(data_dir) / "meta.json").read_text(encoding="utf-8"))
+        # meta.json written before several inputs names its one file as "source"
+        sources = meta.get("sources") or [{"path": meta.get("source"), "sha256": meta.get("sha256")}]
+        lines = [f"`{s.get('path') or 'unknown'}` (sha256 `{s.get('sha256') or 'unknown'}`)" for s in sources]
+        return lines, str(meta.get("sha256") or "unknown")
+    except (OSError, ValueError, AttributeError, TypeError):
+        return ["unknown"], "unknown"
 
 
 def sample_text(loaded: LoadedRun, n: int = SAMPLE_CHARS) -> str:
@@ -59,12 +64,15 @@ transformers loads without custom code. One token is one character.
 
 
 def _data(loaded: LoadedRun) -> str:
-    source, sha = data_facts(loaded)
+    sources, sha = data_facts(Path(loaded.config.data.path))
+    listed = "".join(f"\n  - {line}" for line in sources[:LISTED_SOURCES])
+    if len(sources) > LISTED_SOURCES:
+        listed += f"\n  - and {len(sources) - LISTED_SOURCES} more"
     chars = json.dumps("".join(loaded.vocab.chars), ensure_ascii=False)
     return f"""## Data
 
-- source: `{source}`
-- sha256: `{sha}`
+- sources:{listed}
+- sha256 of the joined text: `{sha}`
 - vocabulary: {loaded.vocab.size} characters, in this order: `{chars}`
 
 Characters outside this vocabulary are **dropped silently** by the tokenizer: check a prompt with
