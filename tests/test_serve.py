@@ -215,3 +215,8 @@ def test_explain_gives_each_positions_top_characters_and_every_heads_attention(u
 def test_explain_names_a_bad_text(url):
     response = httpx.post(f"{url}/api/explain", json={"text": "Zorro"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "text"
+
+
+def test_explain_refuses_positions_that_are_not_integers(url):
+    response = httpx.post(f"{url}/api/explain", json={"text": "ALICE: the", "positions": [True]})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "positions"

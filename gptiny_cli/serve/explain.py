@@ -18,7 +18,7 @@ import torch.nn as nn
 from gptiny_cli.data import Vocab
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.report.attention import insight, top_next
-from gptiny_cli.serve.protocol import ApiError, check_characters
+from gptiny_cli.serve.protocol import ApiError, check_characters, is_int
 
 DIGITS = 5
 
@@ -39,12 +39,12 @@ def parse_explain(body: dict, vocab: Vocab, block_size: int) -> ExplainRequest:
                        code="invalid_type")
     check_characters("text", text, vocab)
     top = body.get("top", 10)
-    if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= vocab.size:
+    if not is_int(top) or not 1 <= top <= vocab.size:
         raise ApiError(400, f"'top' must be an integer from 1 to {vocab.size}, not {json.dumps(top)}", param="top")
     wanted = body.get("positions")
     if wanted is None:
         wanted = list(range(max(0, len(text) - block_size), len(text)))
-    if not isinstance(wanted, list) or not wanted or not all(isinstance(p, int) and 0 <= p < len(text) for p in wanted):
+    if not isinstance(wanted, list) or not wanted or not all(is_int(p) and 0 <= p < len(text) for p in wanted):
         raise ApiError(400, f"'positions' must be a non-empty list of indices into the text, 0 to {len(text) - 1}",
                        param="positions")
     wanted = sorted(set(wanted))  # a block's worth at most: the answer's size is bounded

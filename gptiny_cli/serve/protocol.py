@@ -59,12 +59,12 @@ def parse_json(raw: bytes) -> dict:
     return body
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: object) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
 def _wrong(param: str, expected: str, value: object) -> ApiError:
@@ -76,7 +76,7 @@ def _int(body: dict, param: str, default: int | None, low: int) -> int | None:
     value = body.get(param)
     if value is None:
         return default
-    if not _is_int(value) or value < low:
+    if not is_int(value) or value < low:
         raise _wrong(param, f"an integer of at least {low}", value)
     return value
 
@@ -133,7 +133,7 @@ def parse_completion(body: dict, vocab: Vocab, limits: Limits, defaults: Default
     top_p = _number(body, "top_p", 1.0, 0.0, 1.0, low_open=True)
     top_k = _int(body, "top_k", defaults.top_k, 0)
     seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
+    if seed is not None and not is_int(seed):
         raise _wrong("seed", "an integer", seed)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
