@@ -100,6 +100,15 @@ def test_prepare_will_not_overwrite_a_foreign_directory(corpus_file, tmp_path):
     assert (out / "notes.txt").read_text() == "keep me"
 
 
+def test_a_foreign_output_directory_is_refused_before_any_input_is_read(tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(GptinyError, match="not a gptiny data directory"):
+        prepare_corpus(tmp_path / "not-read-at-all.txt", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]  # no staging directory left
+
+
 def test_missing_data_directory_says_how_to_make_it(tmp_path):
     with pytest.raises(GptinyError, match="gptiny prepare"):
         load_corpus(tmp_path / "nowhere")

@@ -164,19 +164,20 @@ def prepare_corpus(inputs: Path | str | Sequence[Path | str], out_dir: Path, val
     options.check()
     specs = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(i) for i in inputs]
     out_dir = Path(out_dir)
+    _check_target(out_dir)  # before the passes: a refused --out must not cost a read of the corpus
     staging = atomic.staging_dir(out_dir)
     try:
         summary, meta = _write(staging, specs, options, stdin, progress)
         atomic.write_json(staging / "meta.json", meta)
-        _replace_dir(staging, out_dir)
+        _check_target(out_dir)  # again: something may have appeared there meanwhile
+        atomic.replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dataclasses.replace(summary, out_dir=out_dir)
 
 
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Put a finished data directory in place of ``target``, which must be one too (or absent)."""
+def _check_target(target: Path) -> None:
+    """A data directory replaces only an earlier one (or nothing), never other files."""
     if target.exists() and not (target / "meta.json").is_file():
         raise GptinyError(f"{target} exists and is not a gptiny data directory; choose another --out")
-    atomic.replace_dir(staging, target)
