@@ -26,7 +26,8 @@ from gptiny_cli.hardware.device import Precision
 from gptiny_cli.model import build_model
 from gptiny_cli.store import manifest, runs, tensorfile
 from gptiny_cli.training import distributed, faults, state
-from gptiny_cli.training.schedule import learning_rate
+from gptiny_cli.training.budget import Budget, Clock
+from gptiny_cli.training.schedule import scheduled_lr
 from gptiny_cli.training.session import Session
 
 
@@ -37,6 +38,7 @@ class StepStats:
     lr: float
     tokens_per_sec: float
     mfu: float
+    elapsed_s: float = 0.0
 
 
 @dataclass
@@ -106,18 +108,16 @@ def full_split_loss(
     return total / count
 
 
-def train_step(s: Session, poison: bool = False) -> tuple[torch.Tensor, float]:
+def train_step(s: Session, poison: bool = False, fraction: float | None = None) -> tuple[torch.Tensor, float]:
     """One optimizer step over ``grad_accum`` micro-batches on each rank; returns (this rank's loss, lr).
 
     Micro-step k of rank r is micro-batch r × grad_accum + k of the step: its data and its
     dropout are seeded by that index (``step_seed``), whoever computes it. ``poison`` makes
-    the loss NaN, as a diverging run's would be (fault injection for tests).
+    the loss NaN, as a diverging run's would be (fault injection for tests). ``fraction`` is the
+    share of a time budget spent when this step ends (``Budget.step_fraction``).
     """
     t, m = s.config.train, s.config.model
-    lr = learning_rate(
-        s.iter, base_lr=t.learning_rate, max_iters=t.max_iters, warmup_iters=t.warmup_iters,
-        decay=t.lr_decay, min_lr_fraction=t.min_lr_fraction,
-    )
+    lr = scheduled_lr(t, s.iter, fraction)
     for group in s.optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
     total = torch.zeros((), device=s.device)
@@ -163,9 +163,10 @@ def _save(s: Session, best: bool, watch: faults.LossWatch) -> None:
         raise faults.cannot_write(s, err) from None
 
 
-def _evaluate(s: Session, watch: faults.LossWatch) -> EvalStats:
+def _evaluate(s: Session, watch: faults.LossWatch, budget: Budget) -> EvalStats:
     watch.check(s)
-    train_loss, val_loss = estimate_loss(s)
+    with budget.evaluation():
+        train_loss, val_loss = estimate_loss(s)
     if not math.isfinite(val_loss):
         raise faults.diverged(s, s.iter)
     is_best = val_loss < s.best_val
@@ -199,16 +200,20 @@ def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, seconds: f
     tps = tokens / seconds if seconds > 0 else 0.0
     # MFU is per device: the job's throughput over the peak of all its devices.
     mfu = tps * s.flops_per_token / (s.peak_flops * s.world.size) if s.peak_flops else 0.0
-    stats = StepStats(s.iter, value, lr, tps, mfu)
+    stats = StepStats(s.iter, value, lr, tps, mfu, s.elapsed_s)
     _write_metrics(s, {"iter": s.iter, "loss": value, "lr": lr,
                        "tokens_per_sec": round(tps, 1), "mfu": round(mfu, 4)})
     return stats
 
 
-def run(s: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
-    """The training loop. Marks the run failed (or interrupted) if anything escapes it."""
+def run(s: Session, should_stop: Callable[[], bool] = lambda: False,
+        clock: Clock = time.perf_counter) -> Iterator[Event]:
+    """The training loop. Marks the run failed (or interrupted) if anything escapes it.
+
+    ``clock`` (seconds) times the run and its budget: tests give a clock they control.
+    """
     try:
-        yield from _loop(s, should_stop)
+        yield from _loop(s, should_stop, Budget(s, clock))
     except BaseException as err:
         if s.info["status"] != "running":  # closed after Finished: the run already has its status
             raise
@@ -220,36 +225,37 @@ def run(s: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator
         s.close()
 
 
-def _loop(s: Session, should_stop: Callable[[], bool]) -> Iterator[Event]:
-    t = s.config.train
+def _loop(s: Session, should_stop: Callable[[], bool], budget: Budget) -> Iterator[Event]:
+    t, clock = s.config.train, budget.clock
     tokens_per_step = _tokens_per_step(s)
     resumed_at = s.iter if s.iter > 0 else None
     watch, nan_at = faults.LossWatch(s.device), faults.nan_at()
     early_stopped, interrupted = False, False
-    window_start, window_steps = time.perf_counter(), 0
-    clock, elapsed_before = time.perf_counter(), s.elapsed_s
+    window_start, window_steps = clock(), 0
     while True:
-        s.elapsed_s = elapsed_before + time.perf_counter() - clock
-        due = s.iter % t.eval_interval == 0 or s.iter == t.max_iters
+        budget.tick()
+        due = (s.iter % t.eval_interval == 0 and budget.eval_fits()) or s.iter == t.max_iters or budget.up()
         if due and s.iter != resumed_at:
-            yield _evaluate(s, watch)
-            window_start, window_steps = time.perf_counter(), 0
+            yield _evaluate(s, watch, budget)
+            window_start, window_steps = clock(), 0
             if t.patience and s.evals_since_best >= t.patience:
                 early_stopped = True
-        if s.iter >= t.max_iters or early_stopped:
+        if s.iter >= t.max_iters or early_stopped or budget.up():
             break
         if _stop_agreed(s, should_stop):
             interrupted = True
             _save(s, False, watch)
             break
-        loss, lr = train_step(s, poison=s.iter + 1 == nan_at)
+        budget.step_began()
+        loss, lr = train_step(s, poison=s.iter + 1 == nan_at, fraction=budget.step_fraction())
+        budget.step_ended()
         faults.kill_if_asked(s)
         watch.record(loss, s.iter)
         window_steps += 1
         if s.iter % t.log_interval == 0:
-            now = time.perf_counter()
+            now = clock()
             yield _log_step(s, loss, lr, tokens_per_step * window_steps, now - window_start, watch)
-            window_start, window_steps = time.perf_counter(), 0
+            window_start, window_steps = clock(), 0
         if s.iter % t.checkpoint_interval == 0 and s.iter % t.eval_interval != 0 and s.iter < t.max_iters:
             _save(s, False, watch)
     yield _finish(s, interrupted, early_stopped)

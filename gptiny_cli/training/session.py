@@ -47,6 +47,10 @@ class Session:
     best_val: float = math.inf
     evals_since_best: int = 0
     elapsed_s: float = 0.0
+    # How long the latest evaluation took and a step takes (a running mean): a time budget's
+    # plan for the time left (training.budget).
+    eval_s: float = 0.0
+    step_s: float = 0.0
     metrics: runs.MetricsLog | None = field(default=None, repr=False)  # rank 0's only
     lock: RunLock | None = field(default=None, repr=False)  # rank 0's only
 
