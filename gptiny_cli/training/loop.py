@@ -258,7 +258,7 @@ def _loop(s: Session, should_stop: Callable[[], bool], budget: Budget) -> Iterat
             window_start, window_steps = clock(), 0
         if s.iter % t.checkpoint_interval == 0 and s.iter % t.eval_interval != 0 and s.iter < t.max_iters:
             _save(s, False, watch)
-    yield _finish(s, interrupted, early_stopped)
+    yield _finish(s, interrupted, early_stopped, budget)
 
 
 def _stop_agreed(s: Session, should_stop: Callable[[], bool]) -> bool:
@@ -272,7 +272,8 @@ def _stop_agreed(s: Session, should_stop: Callable[[], bool]) -> bool:
     return s.iter % s.config.train.log_interval == 0 and s.world.any(should_stop())
 
 
-def _finish(s: Session, interrupted: bool, early_stopped: bool) -> Finished:
+def _finish(s: Session, interrupted: bool, early_stopped: bool, budget: Budget) -> Finished:
+    """Measure the best weights on the whole validation split; its time counts as training time."""
     final = None
     if not interrupted and s.world.is_main:
         best = build_model(s.config.model, s.corpus.vocab.size).to(s.device)
@@ -280,6 +281,7 @@ def _finish(s: Session, interrupted: bool, early_stopped: bool) -> Finished:
         c = s.config
         final = full_split_loss(best, s.corpus.val, c.model.block_size, c.train.batch_size,
                                 s.device, s.precision)
+    budget.tick()
     s.info.update(
         status="interrupted" if interrupted else "completed",
         ended_at=datetime.now(timezone.utc).isoformat(),
