@@ -16,6 +16,7 @@ from gptiny_cli.config import RunConfig, config_from_dict, read_toml
 from gptiny_cli.data import Corpus, load_corpus
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.hardware.device import Precision, peak_flops, resolve_precision
+from gptiny_cli.hardware.memory import keep_freed_memory
 from gptiny_cli.model import build_model, count_params
 from gptiny_cli.store import atomic, manifest, runs
 from gptiny_cli.store.runlock import RunLock
@@ -87,6 +88,8 @@ def build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Session
     check_config_against_data(config, corpus)
     dev = world.device
     precision = resolve_precision(config.train.dtype, dev)
+    if dev.type == "cpu":
+        keep_freed_memory()  # a step reuses its activations' memory instead of faulting it in again
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
