@@ -31,7 +31,7 @@ from benchmarks.baseline import check  # noqa: E402
 from benchmarks.seed_model import SeedGPT  # noqa: E402
 from gptiny_cli.config import load_config  # noqa: E402
 from gptiny_cli.data import get_batch  # noqa: E402
-from gptiny_cli.hardware.device import peak_flops  # noqa: E402
+from gptiny_cli.hardware import peaks  # noqa: E402
 from gptiny_cli.prepare.corpus import prepare_corpus  # noqa: E402
 from gptiny_cli.training.loop import train_step  # noqa: E402
 from gptiny_cli.training.session import setup  # noqa: E402
@@ -101,7 +101,7 @@ def main() -> None:
             if seeds:
                 seed.append(time_steps(seeds, args.steps))
         session.close()
-    fp32_peak = peak_flops(torch.device("cpu"), torch.float32)
+    fp32_peak = peaks.peak(torch.device("cpu"), torch.float32).flops
     print(f"config {args.config.name}: {session.info['parameters']:,} parameters, {tokens:,} tokens/step, "
           f"{torch.get_num_threads()} threads, {args.rounds} round(s) of {args.steps} timed steps each")
     for label, times, peak, fmt in (("seed (fp32, per-head, eager)", seed, fp32_peak, "float32"),

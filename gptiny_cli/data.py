@@ -4,7 +4,7 @@ A data directory (written by ``gptiny prepare``, see ``prepare/``) holds:
     vocab.json   the sorted characters of the corpus
     train.bin    training tokens, little-endian unsigned integers
     val.bin      validation tokens, the last ``val_fraction`` of the corpus
-    meta.json    sizes, token dtype, source path and its sha256
+    meta.json    sizes, token dtype and sha256; also its sources and baselines (older ones lack them)
 Training memory-maps the .bin files instead of reading them into Python lists.
 """
 
@@ -126,13 +126,21 @@ def step_seed(seed: int, step: int, index: int, stream: str) -> int:
     return int.from_bytes(digest, "little")
 
 
+def get_windows(tokens: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Random windows of ``block_size + 1`` tokens (B, T+1): inputs are [:, :-1], targets [:, 1:].
+
+    One tensor, so that training copies one block to the GPU and slices it there.
+    """
+    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
+    index = starts[:, None] + torch.arange(block_size + 1)  # (B, T+1)
+    return tokens[index].long()
+
+
 def get_batch(
     tokens: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of ``block_size`` tokens and the same windows shifted by one."""
-    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
-    index = starts[:, None] + torch.arange(block_size + 1)  # (B, T+1)
-    window = tokens[index].long()
+    window = get_windows(tokens, batch_size, block_size, generator)
     return window[:, :-1], window[:, 1:]
 
 

@@ -26,8 +26,9 @@ LAYERS: dict[str, set[str]] = {
     "generation": {"errors", "config", "data", "model", "hardware"},
     "training": {"errors", "config", "data", "model", "store", "hardware"},
     "report": {"errors", "config", "data", "model", "store", "hardware", "prepare", "generation", "training"},
+    "export": {"errors", "config", "data", "model", "store", "hardware", "generation"},
     "cli": {"errors", "config", "data", "model", "store", "hardware", "prepare", "generation", "training",
-            "report"},
+            "report", "export"},
     "__main__": {"cli"},
 }
 ALLOWED_TO_PRINT = {"cli", "__main__"}

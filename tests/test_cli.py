@@ -184,3 +184,30 @@ def test_end_to_end_in_a_real_process(corpus_file):
     assert sampled.returncode == 0 and len(sampled.stdout) == 26
     inspected = run("inspect", "latest", "--json")
     assert json.loads(inspected.stdout)["total_params"] > 0
+
+
+def test_inspect_of_a_config_before_any_data_counts_with_vocab_size_and_says_so():
+    config = write_config(Path("nodata.toml"), {"data": {"path": "data/nowhere"}, "model": {"n_embd": 8, "n_head": 2}})
+    result = gptiny("inspect", str(config), "--json", "--vocab-size", "100")
+    assert result.exit_code == 0, result.output
+    assert "no prepared data at data/nowhere" in result.stderr and "note" not in json.loads(result.stdout)
+    embedding = next(row for row in json.loads(result.stdout)["modules"] if row["name"] == "tok_emb")
+    assert embedding["shapes"]["weight"] == [100, 8]
+
+
+def test_inspect_of_a_config_before_any_data_defaults_to_tiny_shakespeares_65_characters():
+    config = write_config(Path("nodata.toml"), {"data": {"path": "data/nowhere"}})
+    result = gptiny("inspect", str(config), "--json")
+    assert result.exit_code == 0, result.output
+    head = next(row for row in json.loads(result.stdout)["modules"] if row["name"] == "head")
+    assert head["shapes"]["weight"] == [65, 384]
+
+
+def test_training_logs_show_the_baselines_beside_the_val_loss(config_path, data_dir):
+    baselines = json.loads((data_dir / "meta.json").read_text())["baselines"]
+    result = gptiny("train", str(config_path), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    note = f"bigram baseline {baselines['bigram']['nats']:.2f}, unigram {baselines['unigram']['nats']:.2f}"
+    eval_lines = [line for line in result.stdout.splitlines() if line.startswith("eval iter")]
+    assert eval_lines and all(note in line for line in eval_lines)
+    assert note in result.stdout.splitlines()[-3]

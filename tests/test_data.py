@@ -78,11 +78,6 @@ def test_bad_inputs_fail_cleanly_and_leave_nothing_behind(tmp_path, content, mes
     assert (list(data.rglob("*")) if data.exists() else []) == []
 
 
-def test_a_directory_is_not_a_corpus(tmp_path):
-    with pytest.raises(GptinyError, match="is a directory"):
-        prepare_corpus(tmp_path, tmp_path / "out")
-
-
 def test_preparing_again_replaces_the_data_directory(corpus_file, tmp_path):
     out = tmp_path / "out"
     prepare_corpus(corpus_file, out)

@@ -91,3 +91,19 @@ def test_eval_without_the_runs_data_points_to_text(run_dir, data_dir):
 def test_eval_of_a_missing_text_file_says_so(run_dir):
     result = runner.invoke(app, ["eval", str(run_dir), "--text", "nope.txt"])
     assert result.exit_code == 1 and "input not found: nope.txt" in result.stderr
+
+
+def test_eval_computes_in_float32_by_default_and_in_the_training_dtype_with_precision_auto(data_dir):
+    bf16_run = train_tiny(data_dir, name="bf16", dtype="bfloat16")
+    exact, auto = evaluate(bf16_run, device="cpu"), evaluate(bf16_run, device="cpu", precision="auto")
+    info = json.loads((bf16_run / "run.json").read_text())
+    assert auto.loss == pytest.approx(info["final_val_loss"], abs=1e-6)
+    assert exact.loss != auto.loss and exact.loss == pytest.approx(auto.loss, abs=0.05)
+
+
+def test_eval_on_the_validation_split_shows_the_datas_baselines(run_dir, data_dir):
+    baselines = json.loads((data_dir / "meta.json").read_text())["baselines"]
+    result = runner.invoke(app, ["eval", str(run_dir), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (f"; bigram baseline {baselines['bigram']['nats']:.2f}, unigram {baselines['unigram']['nats']:.2f}"
+            in result.stdout)

@@ -26,7 +26,8 @@ for args in {commands!r}:
         break
 """
 
-HELP = [["--help"]] + [[name, "--help"] for name in ("prepare", "train", "sample", "inspect", "runs", "plot", "eval")]
+HELP = [["--help"]] + [[name, "--help"] for name in ("prepare", "train", "sample", "inspect", "runs", "plot", "eval",
+                                                   "export")]
 
 
 def test_help_of_every_command_listing_runs_and_plotting_do_not_import_torch():

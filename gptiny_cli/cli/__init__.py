@@ -12,7 +12,7 @@ import gc
 
 import typer
 
-from gptiny_cli.cli import inspect, prepare, runs, sample, train
+from gptiny_cli.cli import doctor, export, inspect, prepare, runs, sample, train
 
 app = typer.Typer(
     name="gptiny",
@@ -30,6 +30,8 @@ app.command("runs")(runs.list_runs)
 app.command()(runs.plot)
 app.command("eval")(runs.evaluate)
 app.command()(sample.sample)
+app.command()(export.export)
+app.command()(doctor.doctor)
 
 
 def main() -> None:

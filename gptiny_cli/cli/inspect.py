@@ -10,22 +10,27 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gptiny_cli.cli.common import RUNS_DIR, out, user_errors
+from gptiny_cli.cli.common import RUNS_DIR, err, out, user_errors
 
 
 def inspect(
     target: Annotated[str, typer.Argument(help="A run directory, `latest`, or a TOML config.")] = "latest",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    vocab_size: Annotated[int, typer.Option(
+        help="For a CONFIG whose data is not prepared yet: the vocabulary size to count with.")] = 65,
     runs_dir: RUNS_DIR = Path("runs"),
 ) -> None:
     """Show the parameter count and shapes of every module of a model.
 
-    Examples: gptiny inspect configs/shakespeare.toml; gptiny inspect latest --json
+    Examples: gptiny inspect configs/shakespeare.toml; gptiny inspect latest --json;
+    gptiny inspect configs/shakespeare.toml --vocab-size 200   (before any data is prepared)
     """
     from gptiny_cli.report.inspection import describe
 
     with user_errors():
-        report = describe(target, runs_dir)
+        report = describe(target, runs_dir, vocab_size)
+    if "note" in report:
+        err.print(f"note: {report.pop('note')}", highlight=False)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return

@@ -57,11 +57,12 @@ _STATUS_COLOURS = {"completed": "green", "running": "cyan", "interrupted": "yell
                    "damaged": "red"}
 
 
-def _row(r: history.RunRecord) -> tuple[str, ...]:
+def _row(r: history.RunRecord, with_parent: bool) -> tuple[str, ...]:
     iters = "-" if r.iters is None else f"{r.iters}/{r.max_iters}" if r.max_iters else str(r.iters)
     best = "-" if r.best_val_loss is None else f"{r.best_val_loss:.4f}"
     status = f"[{_STATUS_COLOURS.get(r.status, 'default')}]{escape(r.status)}[/]"
-    return (escape(r.id), escape(r.name or "-"), status, iters, best, _short_count(r.parameters),
+    parent = (escape(r.parent or "-"),) if with_parent else ()
+    return (escape(r.id), escape(r.name or "-"), *parent, status, iters, best, _short_count(r.parameters),
             escape(r.device or "-"), _local_time(r.started_at), _clock(r.duration_s))
 
 
@@ -82,11 +83,14 @@ def list_runs(
         err.print(f"no runs in {runs_dir}/; train one with `gptiny train CONFIG`", highlight=False)
         return
     table = Table(title=f"runs in {runs_dir}/", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("id", "name", "status", "iters", "best val", "params", "device", "started", "duration"):
+    with_parent = any(r.parent for r in records)  # a column for fine-tuned runs only when there are some
+    columns = ("id", "name", *(("from",) if with_parent else ()), "status", "iters", "best val", "params",
+               "device", "started", "duration")
+    for column in columns:
         table.add_column(column, justify="right" if column in _NUMERIC else "left", no_wrap=column != "name")
     table.columns[0].min_width = max(len(r.id) for r in records)  # the id is what other commands take
     for record in records:
-        table.add_row(*_row(record))
+        table.add_row(*_row(record, with_parent))
     # A pipe or a file gets the whole table rather than one cut to 80 columns.
     (out if out.is_terminal else Console(width=200)).print(table)
 
@@ -118,19 +122,23 @@ def evaluate(
                                               show_default=False)] = None,
     checkpoint: Annotated[Which, typer.Option(help="Weights with the best val loss, or the last ones.")] = Which.best,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        help="float32 (exact), or auto: the run's training dtype, as training's own figure.")] = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
     runs_dir: RUNS_DIR = Path("runs"),
 ) -> None:
     """Exact loss and bits per character of a run on its whole validation split, or on any text file.
 
     Characters the run's vocabulary lacks are reported and skipped (the text is scored around them).
+    On the validation split the data's bigram and unigram baselines are shown beside it.
     Examples: gptiny eval latest; gptiny eval runs/<id> --text other.txt --json
     """
     from gptiny_cli.report.evaluate import evaluate as score
+    from gptiny_cli.report.progress import baseline_note
     from gptiny_cli.store.runs import resolve_run
 
     with user_errors():
-        report = score(resolve_run(run, runs_dir), text, checkpoint.value, device)
+        report = score(resolve_run(run, runs_dir), text, checkpoint.value, device, precision)
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
         return
@@ -138,5 +146,6 @@ def evaluate(
         listed = escape(", ".join(f"{ch!r} ×{n}" for ch, n in report.unknown_chars.items()))
         err.print(f"[yellow]skipped {sum(report.unknown_chars.values()):,} characters outside the vocabulary:[/] "
                   f"{listed}", highlight=False)
-    out.print(f"{report.source}: loss {report.loss:.4f} ({report.bits_per_char:.4f} bits per character) over "
+    out.print(f"{report.source}: loss {report.loss:.4f} nats = {report.bits_per_char:.4f} bits per character"
+              f"{baseline_note(report.baselines)}, over "
               f"{report.tokens:,} predictions, {Path(report.weights).name} of {report.run}", highlight=False)

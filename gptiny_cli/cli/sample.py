@@ -53,11 +53,7 @@ def sample(
     Examples: gptiny sample latest --tokens 500; gptiny sample runs/<id> --prompt "ROMEO:" --temperature 0.8;
     gptiny sample latest --num-samples 4 --stop $'\\n\\n' --json
     """
-    import torch
-
-    from gptiny_cli.generation.inference import auto_precision, for_inference
     from gptiny_cli.generation.sample import SampleText, generate
-    from gptiny_cli.hardware.device import pick_device
     from gptiny_cli.store.runs import load_run, resolve_run
 
     with user_errors():
@@ -68,17 +64,9 @@ def sample(
         _check_sample_args(n, temp, top_k, top_p, num_samples)
         k = defaults.top_k if top_k is None else top_k
         text = _read_prompt(prompt, prompt_file)
-        unknown = loaded.vocab.unknown(text)
-        if unknown:
-            source = "--prompt-file" if prompt_file else "--prompt"
-            raise GptinyError(f"{source} has characters this run's vocabulary lacks: {''.join(unknown)!r}")
-        dev = pick_device(device)
-        model = for_inference(loaded.model, auto_precision(dev) if precision == "auto" else precision.value, dev)
-    generator = torch.Generator(device=dev)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
+        _check_prompt(text, loaded.vocab, "--prompt-file" if prompt_file else "--prompt")
+        model, dev = _for_inference(loaded.model, device, precision.value)
+    generator = _generator(dev, seed)
     start = loaded.vocab.chars.index("\n") if "\n" in loaded.vocab.chars else 0
     err.print(f"sampling {n} characters × {num_samples} from {loaded.weights}", highlight=False)
     steps = generate(model, loaded.vocab.encode(text), n, num_samples=num_samples, temperature=temp, top_k=k,
@@ -87,12 +75,45 @@ def sample(
     live = not as_json and num_samples == 1 and (out.is_terminal if stream is None else stream)
     interrupted = _run(steps, loaded.vocab.chars, samples, text, live)
     _render(samples, text, as_json, live)
+    _report_speed(samples, interrupted)
+    if interrupted:
+        raise typer.Exit(130)
+
+
+def _for_inference(model, device: str, precision: str):
+    """The model ready to generate on its device, in the number format asked for (or ``auto``'s)."""
+    from gptiny_cli.generation.inference import for_inference
+    from gptiny_cli.hardware.device import auto_sample_precision, pick_device
+    from gptiny_cli.hardware.setup import use_device
+
+    dev = use_device(pick_device(device), tf32=False)
+    chosen = auto_sample_precision(dev)[0] if precision == "auto" else precision
+    return for_inference(model, chosen, dev), dev
+
+
+def _generator(device, seed: int | None):
+    """The random source of the draws: seeded for reproducible samples, else from the OS."""
+    import torch
+
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def _check_prompt(text: str, vocab, source: str) -> None:
+    unknown = vocab.unknown(text)
+    if unknown:
+        raise GptinyError(f"{source} has characters this run's vocabulary lacks: {''.join(unknown)!r}")
+
+
+def _report_speed(samples: list, interrupted: bool) -> None:
     total = sum(s.generated for s in samples)
     seconds = max(s.seconds for s in samples)
     err.print(f"{total:,} characters in {seconds:.2f} s ({total / max(seconds, 1e-9):,.0f} characters/s)"
               + (", interrupted" if interrupted else ""), highlight=False)
-    if interrupted:
-        raise typer.Exit(130)
 
 
 def _check_sample_args(tokens: int, temperature: float, top_k: int | None, top_p: float, num_samples: int) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Group
 
-from gptiny_cli.cli.common import RUNS_DIR, err, out, user_errors
+from gptiny_cli.cli.common import RUNS_DIR, Which, err, out, user_errors
 
 
 def train(
@@ -23,25 +23,34 @@ def train(
         help="Train in this directory: created if new, continued from its checkpoint if it has one.")] = None,
     nproc: Annotated[int | None, typer.Option(
         help="Train data-parallel on N processes of this machine (one per GPU, or CPU processes).")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        help="Fine-tune: a new run starting from this run's weights (and model keys), or `latest`.")] = None,
+    init_checkpoint: Annotated[Which | None, typer.Option(
+        help="With --init-from: its best weights or its last ones \\[default: best].", show_default=False)] = None,
     time_budget: Annotated[str | None, typer.Option("--time", help=(
         "A time budget, e.g. 90s, 10m or 1.5h: the schedule ends when it is spent, evaluations "
         "included (the same as --set train.max_minutes=M)."))] = None,
 ) -> None:
     """Train a model; weights, metrics and status go to a new directory under runs/.
 
+    The same seed gives the same losses bit for bit on the same CPU; on CUDA and MPS up to rounding only.
+
     Examples: gptiny train configs/shakespeare-cpu.toml --set train.max_iters=200;
     gptiny train configs/shakespeare-cpu.toml --time 5m; gptiny train --resume latest;
     gptiny train configs/shakespeare.toml --nproc 2
-    (or torchrun --nproc-per-node 2 -m gptiny_cli train configs/shakespeare.toml)
+    (or torchrun --nproc-per-node 2 -m gptiny_cli train configs/shakespeare.toml);
+    gptiny train configs/shakespeare-cpu.toml --init-from runs/<id> --set data.path=data/mine
     """
     from gptiny_cli.training import distributed
     from gptiny_cli.training.budget import parse_minutes
-    from gptiny_cli.training.launch import TrainRequest, run_local
+    from gptiny_cli.training.launch import run_local
+    from gptiny_cli.training.plan import TrainRequest
 
     if time_budget is not None:
         with user_errors():
             set_ = [*set_, f"train.max_minutes={parse_minutes(time_budget)!r}"]
-    request = TrainRequest(config, set_, device, runs_dir, name, resume, run_dir)
+    request = TrainRequest(config, set_, device, runs_dir, name, resume, run_dir, init_from,
+                           init_checkpoint.value if init_checkpoint else None)
     if nproc is not None:
         with user_errors():
             status = run_local(nproc, request)
@@ -57,12 +66,13 @@ def train(
 def _train_here(request, world) -> None:
     """Train in this process; with several processes, only rank 0 shows anything but errors."""
     from gptiny_cli.training.interrupt import GracefulStop
-    from gptiny_cli.training.launch import start_session
+    from gptiny_cli.training.launch import build_session
+    from gptiny_cli.training.plan import plan
     from gptiny_cli.training.resume import AlreadyComplete
 
     with user_errors(f"rank {world.rank}: " if world.size > 1 else ""):
         try:
-            session = start_session(request, world)
+            session = build_session(plan(request, world), world)
         except AlreadyComplete as done:
             if world.is_main:
                 err.print(str(done), highlight=False, soft_wrap=True)
@@ -85,7 +95,13 @@ def _describe(session) -> str:
     where = f"{session.device}" if world.size == 1 else f"{world.size} processes ({session.device.type})"
     return (f"run {session.run_dir} on {where} ({session.precision.name}), {session.info['parameters']:,} "
             f"parameters, global batch {session.info['global_batch']:,} sequences "
-            f"({t.batch_size} × {t.grad_accum} accumulated × {world.size} process{'es' if world.size > 1 else ''})")
+            f"({t.batch_size} × {t.grad_accum} accumulated × {world.size} process{'es' if world.size > 1 else ''})"
+            f"{_parent(session.info)}")
+
+
+def _parent(info: dict) -> str:
+    parent = info.get("init_from")
+    return f"; fine-tuned from the {parent['checkpoint']} weights of {parent['run']}" if parent else ""
 
 
 def _drain(session, should_stop):
@@ -127,7 +143,8 @@ def _show_training(session, should_stop):
     from gptiny_cli.training.loop import EvalStats, Finished, run
 
     t = session.config.train
-    view = TrainView(t.max_iters, t.max_minutes * 60 or None, iter=session.iter, elapsed_s=session.elapsed_s)
+    view = TrainView(t.max_iters, t.max_minutes * 60 or None, iter=session.iter, elapsed_s=session.elapsed_s,
+                     baselines=session.corpus.meta.get("baselines"))
     events = run(session, should_stop)
     if session.config.log.tensorboard:
         events = logged(events, session.run_dir, session.iter)
@@ -137,7 +154,7 @@ def _show_training(session, should_stop):
             if isinstance(event, Finished):
                 return event
             if isinstance(event, EvalStats) or time.monotonic() - last_print > 10:
-                out.print(plain_line(event), highlight=False, soft_wrap=True)
+                out.print(plain_line(event, view.baselines), highlight=False, soft_wrap=True)
                 last_print = time.monotonic()
         raise AssertionError("training ended without a Finished event")
     bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.fields[label]}"), TimeRemainingColumn(),
@@ -156,6 +173,7 @@ def _show_training(session, should_stop):
 
 def _report_end(session, finished, signum: int | None) -> None:
     from gptiny_cli.report.curves import loss_curve
+    from gptiny_cli.report.progress import LN2, baseline_note
     from gptiny_cli.store.history import read_history
 
     run_dir = session.run_dir
@@ -163,7 +181,8 @@ def _report_end(session, finished, signum: int | None) -> None:
         err.print(f"[yellow]interrupted[/] at iteration {finished.iter}; saved in {run_dir}. "
                   f"Resume with: {_resume_command(session)}", highlight=False, soft_wrap=True)
         raise typer.Exit(_exit_code(signum))
-    final = f", whole-split val loss {finished.final_val_loss:.4f}" if finished.final_val_loss else ""
+    final = (f", whole-split val loss {finished.final_val_loss:.4f} nats = {finished.final_val_loss / LN2:.3f} "
+             f"bits/char{baseline_note(session.corpus.meta.get('baselines'))}" if finished.final_val_loss else "")
     stopped = " (stopped early: no improvement)" if finished.early_stopped else ""
     for line in loss_curve(read_history(run_dir)):
         out.print(line, highlight=False)

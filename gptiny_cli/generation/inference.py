@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.hardware.device import bf16_usable
 from gptiny_cli.model import GPT, Block, KVCache, Rotary
 
 PRECISIONS = ("float32", "bfloat16", "int8")
@@ -64,16 +65,13 @@ def for_inference(model: nn.Module, precision: str, device: torch.device) -> nn.
         raise GptinyError(f"--precision {precision!r} is invalid: use auto, {', '.join(PRECISIONS)}")
     if precision == "int8" and device.type != "cpu":
         raise GptinyError(f"--precision int8 runs on the CPU only, not {device.type}; use bfloat16 there")
+    if precision == "bfloat16" and not bf16_usable(device):
+        raise GptinyError("--precision bfloat16 needs macOS 14 or later on Apple's GPUs; use float32")
     if precision == "float32":
         return model.to(device).eval()
     if precision == "int8":
         _swap_linears(model)  # from the float32 weights; .to() below leaves the int8 ones as they are
     return model.to(device=device, dtype=torch.bfloat16).eval()
-
-
-def auto_precision(device: torch.device) -> str:
-    """int8 on CPUs, the fastest there; float32 elsewhere (the int8 kernel used is a CPU one)."""
-    return "int8" if device.type == "cpu" else "float32"
 
 
 class Decoder:

@@ -63,7 +63,8 @@ class Sampler:
     A draw uses the Gumbel-max trick: the argmax of the filtered logits plus independent Gumbel
     noise is distributed exactly as ``logits_to_probs``. The noise is drawn ahead, ``chunk``
     steps at a time, so a step costs two tensor operations, and the draw at step t depends only
-    on the generator and t, never on how the logits were computed (cached or not).
+    on the generator and t, never on how the logits were computed (cached or not). The noise
+    is drawn on the generator's device and moved to the logits' device.
     Temperature 0 takes the most likely token (the lowest index among equals).
     """
 
@@ -80,7 +81,9 @@ class Sampler:
 
     def _gumbel(self) -> torch.Tensor:
         if self.step == len(self.noise):
-            uniform = torch.rand(self.shape, generator=self.generator, device=self.device)
+            # Drawn where the generator lives (a CPU generator may drive a GPU model), then moved.
+            where = self.generator.device if self.generator is not None else self.device
+            uniform = torch.rand(self.shape, generator=self.generator, device=where).to(self.device)
             self.noise = -torch.log(-torch.log(uniform))  # (chunk, B, V); uniform 0 gives -inf
             self.step = 0
         self.step += 1

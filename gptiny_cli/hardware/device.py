@@ -1,10 +1,13 @@
-"""Where and in what number format training runs: device choice, precision, peak FLOP/s."""
+"""Where and in what number format code runs: device choice, precision, and what ``auto`` picks and why.
+
+Each ``auto_*`` function returns its choice with the reason, one sentence a person can read:
+training, evaluation and sampling use the choice, ``gptiny doctor`` shows both.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import time
 from dataclasses import dataclass
 
 import torch
@@ -13,23 +16,29 @@ from gptiny_cli.errors import GptinyError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# Dense bf16/fp16 tensor-core peaks (FLOP/s) of common accelerators, for MFU.
-_KNOWN_PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12,
-                "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
+
+def auto_device() -> tuple[torch.device, str]:
+    """``--device auto``: CUDA, then Apple's MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), f"CUDA is available ({torch.cuda.device_count()} GPU(s))"
+    if torch.backends.mps.is_available():
+        return torch.device("mps"), "no CUDA; Apple's MPS is available"
+    return torch.device("cpu"), "neither CUDA nor MPS is available"
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` prefers CUDA, then Apple's MPS, then the CPU."""
+    """The device ``--device NAME`` means, checked: auto, cpu, cuda, cuda:N or mps."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        return auto_device()[0]
+    index = name.removeprefix("cuda:")
+    if name not in ("cpu", "cuda", "mps") and not (name.startswith("cuda:") and index.isdigit()):
         raise GptinyError(f"--device {name!r} is invalid: use auto, cpu, cuda, cuda:N or mps")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GptinyError("--device cuda was asked for but CUDA is not available; use --device auto")
+        raise GptinyError(f"--device {name} was asked for but CUDA is not available; use --device auto")
+    if name.startswith("cuda:") and int(index) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise GptinyError(f"--device {name} does not exist: this machine has {count} GPU(s), cuda:0 to "
+                          f"cuda:{count - 1}")
     if name == "mps" and not torch.backends.mps.is_available():
         raise GptinyError("--device mps was asked for but MPS is not available; use --device auto")
     return torch.device(name)
@@ -38,23 +47,55 @@ def pick_device(name: str = "auto") -> torch.device:
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with bf16 instructions (AVX512-BF16 or AMX), where bf16 beats fp32."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and _cpuinfo_has_bf16()
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and bool(
+            {"avx512_bf16", "amx_bf16"} & cpu_flags())
     except (AttributeError, RuntimeError):
         return False
 
 
-def _cpuinfo_has_bf16() -> bool:
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux); empty elsewhere."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = handle.read()
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        pass
+    return frozenset()
+
+
+def cuda_bf16_native(index: int | None = None) -> bool:
+    """Whether a CUDA GPU computes bf16 in hardware (Ampere, compute capability 8.0, and later).
+
+    ``torch.cuda.is_bf16_supported()`` alone also counts bf16 that is emulated (T4, V100),
+    which is far slower than fp16 there. ROCm GPUs that torch runs on all have bf16.
+    """
+    if torch.version.hip:
+        return True
+    major, _ = torch.cuda.get_device_capability(index)
+    return major >= 8
+
+
+def mps_has_bf16() -> bool:
+    """bf16 on Apple's GPUs needs macOS 14 (Sonoma); before it, bf16 kernels raise."""
+    return torch.backends.mps.is_macos_or_newer(14, 0)
+
+
+def bf16_usable(device: torch.device) -> bool:
+    """Whether bf16 tensors work on ``device`` at all (natively or not)."""
+    return device.type != "mps" or mps_has_bf16()
+
+
+def matmul_dtype(device: torch.device) -> torch.dtype:
+    """Muon's Newton–Schulz step: bf16 where it works, else fp32 (MPS before macOS 14)."""
+    return torch.bfloat16 if bf16_usable(device) else torch.float32
 
 
 @dataclass(frozen=True)
 class Precision:
-    """The autocast dtype (None for plain fp32) and whether gradients need loss scaling."""
+    """The autocast dtype (float32: no autocast) and whether gradients need loss scaling."""
 
     dtype: torch.dtype
     device_type: str
@@ -65,7 +106,8 @@ class Precision:
 
     @property
     def uses_scaler(self) -> bool:
-        return self.dtype == torch.float16 and self.device_type == "cuda"
+        """fp16 gradients underflow without loss scaling; torch's GradScaler works on CUDA and MPS."""
+        return self.dtype == torch.float16 and self.device_type in ("cuda", "mps")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:
@@ -73,51 +115,58 @@ class Precision:
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
 
-def resolve_precision(setting: str, device: torch.device) -> Precision:
-    """``train.dtype`` to a Precision; master weights always stay fp32."""
+def auto_dtype(device: torch.device) -> tuple[str, str]:
+    """``train.dtype = "auto"`` on ``device``."""
+    if device.type == "cuda":
+        if cuda_bf16_native(device.index):
+            return "bfloat16", "this GPU computes bf16 natively"
+        return "float16", "this GPU has no native bf16 (emulated bf16 is slow): fp16 with loss scaling"
+    if device.type == "cpu":
+        if cpu_has_native_bf16():
+            return "bfloat16", "this CPU has bf16 instructions (AVX512-BF16 or AMX)"
+        return "float32", "this CPU has no bf16 instructions, so bf16 would be slower than fp32"
+    return "float32", f"mixed precision is not chosen by itself on {device.type}"
+
+
+def resolve_precision(setting: str, device: torch.device, fallback: bool = False) -> Precision:
+    """``train.dtype`` on ``device``; master weights always stay fp32.
+
+    With ``fallback`` (evaluating a run on another device than it trained on) a dtype the
+    device cannot run becomes float32, the exact one, instead of an error.
+    """
     if setting == "auto":
-        if device.type == "cuda":
-            setting = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        elif device.type == "cpu":
-            setting = "bfloat16" if cpu_has_native_bf16() else "float32"
-        else:
-            setting = "float32"
-    if setting == "float16" and device.type == "cpu":
-        raise GptinyError("train.dtype = 'float16' is not supported on the CPU; use 'bfloat16' or 'auto'")
+        setting = auto_dtype(device)[0]
+    problem = _unsupported(setting, device)
+    if problem and fallback:
+        setting = "float32"
+    elif problem:
+        raise GptinyError(problem)
     return Precision(DTYPES[setting], device.type)
 
 
-@functools.cache
-def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """Peak matmul FLOP/s: from a table for known GPUs, else a short measured matmul."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, flops in _KNOWN_PEAKS.items():
-            if key in name:
-                return flops if dtype != torch.float32 else flops / 2
-    # Best of many short timings of a square matmul over ~0.4 s: a neighbour or a core still
-    # waking up can only make one look slower, and a few windows were not always enough here.
-    n, reps = 1024, 4
-    # Its own generator: drawing from the global one would shift every later dropout mask, and
-    # differently on the first call than on cached ones, so runs in one process would differ.
-    gen = torch.Generator(device).manual_seed(0)
-    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-    a @ b  # warm-up
-    best, spent = float("inf"), 0.0
-    while spent < 0.4:
-        _synchronize(device)
-        start = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        _synchronize(device)
-        elapsed = time.perf_counter() - start
-        best, spent = min(best, elapsed), spent + elapsed
-    return 2 * n**3 * reps / best
+def _unsupported(setting: str, device: torch.device) -> str | None:
+    if setting == "float16" and device.type == "cpu":
+        return "train.dtype = 'float16' is not supported on the CPU; use 'bfloat16' or 'auto'"
+    if setting == "bfloat16" and not bf16_usable(device):
+        return "train.dtype = 'bfloat16' needs macOS 14 or later on Apple's GPUs; use 'float32' or 'auto'"
+    return None
 
 
-def _synchronize(device: torch.device) -> None:
+def auto_compile(device: torch.device) -> tuple[bool, str]:
+    """``train.compile = "auto"``: on CPUs torch.compile gained at most a few percent for tens of
+    seconds of compiling (measured), and on MPS it is not mature, so it compiles on CUDA only."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+        return True, "CUDA: compiling pays for itself within a run"
+    return False, f"on {device.type} compiling costs more than it gains"
+
+
+def auto_sample_precision(device: torch.device) -> tuple[str, str]:
+    """``gptiny sample --precision auto``: int8 on CPUs, the fastest there; float32 elsewhere."""
+    if device.type == "cpu":
+        return "int8", "on a CPU int8 weights generate about 3x faster than float32"
+    return "float32", "the int8 kernel is a CPU one; float32 is exact"
+
+
+def sum_dtype(device: torch.device) -> torch.dtype:
+    """For sums of losses kept on the device: float64, as Python's floats, except on MPS, which has none."""
+    return torch.float32 if device.type == "mps" else torch.float64

@@ -19,10 +19,12 @@ import torch
 
 from gptiny_cli.data import Vocab, load_corpus
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.hardware.device import pick_device, resolve_precision
+from gptiny_cli.hardware.setup import for_evaluation
 from gptiny_cli.prepare.corpus import read_corpus
 from gptiny_cli.store.runs import LoadedRun, load_run
 from gptiny_cli.training.loop import full_split_loss
+
+PRECISIONS = ("float32", "auto")
 
 
 @dataclass
@@ -33,6 +35,7 @@ class EvalReport:
     tokens: int  # predictions scored
     loss: float  # mean cross-entropy in nats per character
     unknown_chars: dict[str, int] = field(default_factory=dict)  # skipped character -> occurrences
+    baselines: dict | None = None  # the data's unigram and bigram losses, for its validation split only
 
     @property
     def bits_per_char(self) -> float:
@@ -40,7 +43,8 @@ class EvalReport:
 
     def to_json(self) -> dict:
         return {"run": self.run, "weights": self.weights, "source": self.source, "tokens": self.tokens,
-                "loss": self.loss, "bits_per_char": self.bits_per_char, "unknown_chars": self.unknown_chars}
+                "loss": self.loss, "bits_per_char": self.bits_per_char, "unknown_chars": self.unknown_chars,
+                "baselines": self.baselines}
 
 
 def split_known(text: str, vocab: Vocab) -> tuple[list[list[int]], Counter[str]]:
@@ -59,10 +63,11 @@ def split_known(text: str, vocab: Vocab) -> tuple[list[list[int]], Counter[str]]
     return [s for s in segments if s], unknown
 
 
-def _segments_loss(loaded: LoadedRun, segments: list[torch.Tensor], device: str) -> tuple[float, int]:
+def _segments_loss(loaded: LoadedRun, segments: list[torch.Tensor], device: str,
+                   precision_name: str) -> tuple[float, int]:
     """Mean loss over every prediction in every segment (a segment of n tokens makes n - 1)."""
-    dev = pick_device(device)
-    precision = resolve_precision(loaded.config.train.dtype, dev)
+    dtype = loaded.config.train.dtype if precision_name == "auto" else precision_name
+    dev, precision = for_evaluation(device, dtype)
     model = loaded.model.to(dev)
     block, batch = loaded.config.model.block_size, loaded.config.train.batch_size
     total, count = 0.0, 0
@@ -77,7 +82,7 @@ def _segments_loss(loaded: LoadedRun, segments: list[torch.Tensor], device: str)
     return total / count, count
 
 
-def _validation_split(loaded: LoadedRun) -> tuple[torch.Tensor, str]:
+def _validation_split(loaded: LoadedRun) -> tuple[torch.Tensor, str, dict | None]:
     data = Path(loaded.config.data.path)
     if not (data / "meta.json").is_file():
         raise GptinyError(
@@ -90,18 +95,27 @@ def _validation_split(loaded: LoadedRun) -> tuple[torch.Tensor, str]:
             f"{corpus.directory} now holds a different vocabulary from the one {loaded.run_dir} was trained "
             "on; it was prepared again from another corpus. Evaluate a text file with --text FILE"
         )
-    return corpus.val, f"validation split of {corpus.directory}"
+    return corpus.val, f"validation split of {corpus.directory}", corpus.meta.get("baselines")
 
 
-def evaluate(run_dir: Path, text: Path | None = None, which: str = "best", device: str = "auto") -> EvalReport:
-    """Score a run's weights on its validation split (all of it), or on a UTF-8 text file."""
+def evaluate(run_dir: Path, text: Path | None = None, which: str = "best", device: str = "auto",
+             precision: str = "float32") -> EvalReport:
+    """Score a run's weights on its validation split (all of it), or on a UTF-8 text file.
+
+    ``precision`` "float32" (the default) computes the exact figure; "auto" uses the run's training
+    dtype, as training's own whole-split loss does (bf16 moves it by about 1e-3).
+    """
+    if precision not in PRECISIONS:
+        raise GptinyError(f"--precision {precision!r} is invalid: must be one of {', '.join(PRECISIONS)}")
     loaded = load_run(run_dir, which)
     unknown: Counter[str] = Counter()
+    baselines = None
     if text is None:
-        split, source = _validation_split(loaded)
+        split, source, baselines = _validation_split(loaded)
         segments = [split]
     else:
         ids, unknown = split_known(read_corpus(text), loaded.vocab)
         segments, source = [torch.tensor(s, dtype=torch.long) for s in ids], str(text)
-    loss, tokens = _segments_loss(loaded, segments, device)
-    return EvalReport(str(run_dir), str(loaded.weights), source, tokens, loss, dict(unknown.most_common()))
+    loss, tokens = _segments_loss(loaded, segments, device, precision)
+    return EvalReport(str(run_dir), str(loaded.weights), source, tokens, loss, dict(unknown.most_common()),
+                      baselines)

@@ -42,26 +42,36 @@ def module_rows(model: nn.Module) -> list[ModuleRow]:
     return rows
 
 
-def _vocab_size_of(data_path: str) -> int:
+DEFAULT_VOCAB_SIZE = 65  # Tiny Shakespeare's, for a config inspected before any data is prepared
+
+
+def _vocab_size_of(data_path: str, fallback: int) -> tuple[int, str | None]:
+    """The prepared data's vocabulary size, or ``fallback`` and a note saying so when there is none."""
     meta = Path(data_path) / "meta.json"
     try:
-        return int(json.loads(meta.read_text(encoding="utf-8"))["vocab_size"])
+        return int(json.loads(meta.read_text(encoding="utf-8"))["vocab_size"]), None
     except FileNotFoundError:
-        raise GptinyError(
-            f"the vocabulary size comes from the prepared data, and {meta} is missing; "
-            "run `gptiny prepare INPUT` first or set data.path"
-        ) from None
+        return fallback, (f"no prepared data at {data_path}; counting with a vocabulary of {fallback} "
+                          "(--vocab-size)")
     except (ValueError, KeyError, TypeError):
         raise GptinyError(f"{meta} is damaged; run `gptiny prepare` again") from None
 
 
-def describe(target: str, runs_dir: Path) -> dict[str, Any]:
-    """Per-module parameter counts and shapes, with totals, as plain data."""
+def describe(target: str, runs_dir: Path, vocab_size: int = DEFAULT_VOCAB_SIZE) -> dict[str, Any]:
+    """Per-module parameter counts and shapes, with totals, as plain data.
+
+    A config's vocabulary size comes from its prepared data, else from ``vocab_size``; then the
+    result carries a ``note`` saying so.
+    """
+    if vocab_size < 1:
+        raise GptinyError(f"--vocab-size {vocab_size} is invalid: must be at least 1")
+    note = None
     if target.endswith(".toml"):
         config = load_config(Path(target))
+        size, note = _vocab_size_of(config.data.path, vocab_size)
         # The meta device builds the module tree without allocating any weights.
         with torch.device("meta"):
-            model = build_model(config.model, _vocab_size_of(config.data.path))
+            model = build_model(config.model, size)
         source = target
     else:
         loaded = load_run(resolve_run(target, runs_dir))
@@ -73,4 +83,4 @@ def describe(target: str, runs_dir: Path) -> dict[str, Any]:
         "embedding_params": counts.embedding,
         "non_embedding_params": counts.non_embedding,
         "modules": [asdict(row) for row in module_rows(model)],
-    }
+    } | ({"note": note} if note else {})

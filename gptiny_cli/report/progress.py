@@ -22,6 +22,7 @@ class TrainView:
     last_step: StepStats | None = None
     iter: int = 0
     elapsed_s: float = 0.0
+    baselines: dict | None = None  # the data's unigram and bigram val losses (meta.json), if it has them
 
     def update(self, event: StepStats | EvalStats | Finished) -> None:
         if isinstance(event, EvalStats):
@@ -49,9 +50,19 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def baseline_note(baselines: dict | None) -> str:
+    """``; bigram baseline 2.48, unigram 3.35`` (nats) beside a val loss, or nothing for older data."""
+    try:
+        return f"; bigram baseline {baselines['bigram']['nats']:.2f}, unigram {baselines['unigram']['nats']:.2f}"
+    except (KeyError, TypeError):
+        return ""
+
+
 def render(view: TrainView) -> Table:
     """A row per evaluation; the caption carries the latest step's loss and speed."""
-    table = Table(title="gptiny train", title_justify="left", expand=False)
+    note = baseline_note(view.baselines)
+    title = f"gptiny train (val baselines: {note[2:]})" if note else "gptiny train"
+    table = Table(title=title, title_justify="left", expand=False)
     for name in ("iter", "train loss", "val loss", "val bits/char", "epoch", "elapsed"):
         table.add_column(name, justify="right")
     best = min((e.val_loss for e in view.evals), default=None)
@@ -63,15 +74,19 @@ def render(view: TrainView) -> Table:
     if view.last_step:
         s = view.last_step
         table.caption = (f"iter {s.iter}: loss {s.loss:.4f}  lr {s.lr:.2e}  "
-                         f"{s.tokens_per_sec:,.0f} tok/s  MFU {s.mfu:.1%}")
+                         f"{s.tokens_per_sec:,.0f} tok/s  MFU {_mfu(s.mfu)}")
     return table
 
 
-def plain_line(event: StepStats | EvalStats) -> str:
+def plain_line(event: StepStats | EvalStats, baselines: dict | None = None) -> str:
     """One log line for a non-terminal stdout."""
     if isinstance(event, EvalStats):
         return (f"eval iter {event.iter}: train {event.train_loss:.4f} val {event.val_loss:.4f} "
-                f"({event.val_loss / LN2:.3f} bits/char) epoch {event.epoch:.2f} "
+                f"({event.val_loss / LN2:.3f} bits/char{baseline_note(baselines)}) epoch {event.epoch:.2f} "
                 f"elapsed {_duration(event.elapsed_s)}{' best' if event.is_best else ''}")
     return (f"iter {event.iter}: loss {event.loss:.4f} lr {event.lr:.2e} "
-            f"{event.tokens_per_sec:,.0f} tok/s mfu {event.mfu:.1%}")
+            f"{event.tokens_per_sec:,.0f} tok/s mfu {_mfu(event.mfu)}")
+
+
+def _mfu(mfu: float | None) -> str:
+    return "unknown" if mfu is None else f"{mfu:.1%}"

@@ -16,8 +16,8 @@ from gptiny_cli.training.loop import EvalStats, Event, Finished, StepStats
 def scalars(event: Event) -> dict[str, float]:
     """The TensorBoard tags and values of one training event."""
     if isinstance(event, StepStats):
-        return {"train/batch_loss": event.loss, "train/lr": event.lr,
-                "speed/tokens_per_sec": event.tokens_per_sec, "speed/mfu": event.mfu}
+        values = {"train/batch_loss": event.loss, "train/lr": event.lr, "speed/tokens_per_sec": event.tokens_per_sec}
+        return values if event.mfu is None else {**values, "speed/mfu": event.mfu}  # None: unknown peak
     if isinstance(event, EvalStats):
         return {"loss/train": event.train_loss, "loss/val": event.val_loss, "progress/epoch": event.epoch}
     if event.final_val_loss is not None:

@@ -31,6 +31,7 @@ class RunRecord:
     device: str | None
     started_at: str | None
     duration_s: float | None
+    parent: str | None = None  # the run a fine-tuned run started from (its directory name)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,11 +74,14 @@ def _record(run_dir: Path, now: datetime) -> RunRecord:
         value = info.get(key)
         return value if isinstance(value, str) else None
 
+    init_from = info.get("init_from")
+    parent = init_from.get("run") if isinstance(init_from, dict) else None
     return RunRecord(
         id=run_dir.name, path=str(run_dir), name=text("name"), status=text("status") or "unknown",
         iters=number("iters", int), max_iters=number("max_iters", int),
         best_val_loss=number("best_val_loss", float), parameters=number("parameters", int),
         device=text("device"), started_at=text("started_at"), duration_s=_duration(info, now),
+        parent=Path(parent).name if isinstance(parent, str) else None,
     )
 
 

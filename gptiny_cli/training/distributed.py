@@ -12,7 +12,7 @@ import contextlib
 import gc
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -111,7 +111,7 @@ def under_torchrun(env: Mapping[str, str] = os.environ) -> bool:
 
 
 def _device_for(world: World, name: str) -> torch.device:
-    """cuda:LOCAL_RANK when GPUs train, else the CPU; one device per process."""
+    """cuda:LOCAL_RANK when GPUs train (cuda:0 when the process sees one GPU), else the CPU."""
     if name not in ("auto", "cuda", "cpu"):
         raise GptinyError(f"--device {name!r} cannot be used with several processes: each process takes "
                           "cuda:LOCAL_RANK; give --device auto, cuda or cpu")
@@ -119,8 +119,11 @@ def _device_for(world: World, name: str) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise GptinyError("--device cuda was asked for but CUDA is not available; use --device auto")
-    if world.local_rank >= torch.cuda.device_count():
-        raise GptinyError(f"local rank {world.local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
+    visible = torch.cuda.device_count()
+    if visible == 1:  # e.g. SLURM's --gpus-per-task=1: each process sees its own GPU as cuda:0
+        return torch.device("cuda", 0)
+    if world.local_rank >= visible:
+        raise GptinyError(f"local rank {world.local_rank} has no GPU: this process sees {visible}; "
                           "start at most that many processes per node")
     return torch.device("cuda", world.local_rank)
 
@@ -144,11 +147,28 @@ def init(device: str = "auto", env: Mapping[str, str] = os.environ) -> World:
     store = _store(env, world, timeout)
     if world.device.type == "cuda":
         torch.cuda.set_device(world.device)
+        raise_on_lost_peer()
         dist.init_process_group("nccl", store=store, rank=rank, world_size=size, timeout=timeout,
                                 device_id=world.device)
     else:
         dist.init_process_group("gloo", store=store, rank=rank, world_size=size, timeout=timeout)
     return world
+
+
+# Read by ProcessGroupNCCL when the group is created. By default a rank whose peer died blocks
+# inside a GPU wait until the watchdog kills the process (async error handling 3, "SkipCleanUp"),
+# so the graceful path never runs and run.json stays "running". With blocking waits a
+# collective that outlives the group's timeout raises in Python, as gloo's do; error handling
+# 2 ("CleanUpOnly") aborts the communicators without killing the process, which unblocks a GPU
+# stream stuck on a dead peer, so the next collective raises instead of the process vanishing.
+NCCL_ERROR_ENV = {"TORCH_NCCL_BLOCKING_WAIT": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
+
+
+def raise_on_lost_peer(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Make NCCL collectives raise on a lost peer (before ``init_process_group``); the user's own
+    settings of these variables win."""
+    for key, value in NCCL_ERROR_ENV.items():
+        environ.setdefault(key, value)
 
 
 def _store(env: Mapping[str, str], world: World, timeout: timedelta) -> dist.Store:

@@ -21,8 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gptiny_cli.data import get_batch, sequential_batches, step_seed
-from gptiny_cli.hardware.device import Precision
+from gptiny_cli.data import get_windows, sequential_batches, step_seed
+from gptiny_cli.hardware.device import Precision, sum_dtype
+from gptiny_cli.hardware.setup import to_device
 from gptiny_cli.model import build_model
 from gptiny_cli.store import manifest, runs, tensorfile
 from gptiny_cli.training import distributed, faults, state
@@ -37,7 +38,7 @@ class StepStats:
     loss: float
     lr: float
     tokens_per_sec: float
-    mfu: float
+    mfu: float | None  # None where the device's peak FLOP/s is unknown
     elapsed_s: float = 0.0
 
 
@@ -75,19 +76,21 @@ def estimate_loss(s: Session) -> tuple[float, float]:
 
     The batches come from a generator seeded by the step, so an estimate does not depend on
     how the run got there (straight through or resumed). Ranks share the batches out and sum
-    their losses, so the estimate is the same on any number of processes.
+    their losses, so the estimate is the same on any number of processes. The sum stays on the
+    device until the split is done: one wait for the GPU per split, not per batch.
     """
     t, m, world = s.config.train, s.config.model, s.world
     s.forward.eval()
     totals = []
     for split in (s.corpus.train, s.corpus.val):
         gen = torch.Generator().manual_seed(t.seed * 1_000_003 + s.iter)
-        total = 0.0
+        total = torch.zeros((), dtype=sum_dtype(s.device), device=s.device)
         for i in range(t.eval_iters):
-            x, y = get_batch(split, t.batch_size, m.block_size, gen)
+            window = get_windows(split, t.batch_size, m.block_size, gen)  # every rank draws every batch
             if i % world.size == world.rank:
-                total += _loss(s.forward, x.to(s.device), y.to(s.device), s.precision).item()
-        totals.append(total)
+                window = to_device(window, s.device)
+                total += _loss(s.forward, window[:, :-1], window[:, 1:], s.precision)
+        totals.append(total.item())
     s.forward.train()
     train_total, val_total = world.sum(totals)
     return train_total / t.eval_iters, val_total / t.eval_iters
@@ -100,19 +103,20 @@ def full_split_loss(
 ) -> float:
     """Exact mean loss over every token of a split, once, in order (deterministic)."""
     model.eval()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), dtype=sum_dtype(device), device=device), 0
     for x, y in sequential_batches(tokens, batch_size, block_size):
-        loss = _loss(model, x.to(device), y.to(device), precision)
-        total += loss.item() * y.numel()
+        loss = _loss(model, to_device(x, device), to_device(y, device), precision)
+        total += loss.to(total.dtype) * y.numel()
         count += y.numel()
-    return total / count
+    return total.item() / count
 
 
 def train_step(s: Session, poison: bool = False, fraction: float | None = None) -> tuple[torch.Tensor, float]:
     """One optimizer step over ``grad_accum`` micro-batches on each rank; returns (this rank's loss, lr).
 
     Micro-step k of rank r is micro-batch r × grad_accum + k of the step: its data and its
-    dropout are seeded by that index (``step_seed``), whoever computes it. ``poison`` makes
+    dropout are seeded by that index (``step_seed``), whoever computes it. Its (B, T+1) window
+    is drawn on the CPU and sliced into inputs and targets on the device. ``poison`` makes
     the loss NaN, as a diverging run's would be (fault injection for tests). ``fraction`` is the
     share of a time budget spent when this step ends (``Budget.step_fraction``).
     """
@@ -125,10 +129,10 @@ def train_step(s: Session, poison: bool = False, fraction: float | None = None) 
     for k in range(t.grad_accum):
         index = s.world.rank * t.grad_accum + k
         gen = torch.Generator().manual_seed(step_seed(t.seed, s.iter, index, "batch"))
-        x, y = get_batch(s.corpus.train, t.batch_size, m.block_size, gen)
+        window = to_device(get_windows(s.corpus.train, t.batch_size, m.block_size, gen), s.device)
         torch.manual_seed(step_seed(t.seed, s.iter, index, "dropout"))
         with distributed.sync_gradients(s.ddp, now=k == t.grad_accum - 1):
-            loss = _loss(module, x.to(s.device), y.to(s.device), s.precision) / t.grad_accum
+            loss = _loss(module, window[:, :-1], window[:, 1:], s.precision) / t.grad_accum
             if poison:
                 loss = loss * math.nan
             (s.scaler.scale(loss) if s.scaler else loss).backward()
@@ -193,16 +197,20 @@ def _write_metrics(s: Session, row: dict) -> None:
         s.metrics.write(row)
 
 
-def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, seconds: float,
+def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, clock: Clock, window_start: float,
               watch: faults.LossWatch) -> StepStats:
     watch.check(s)
-    value = s.world.mean(loss.item())  # the loss of the whole global batch
+    local = loss.item()
+    # Only now, with the loss read, has the device finished the window's steps; a clock read
+    # before would miss the work still queued on a GPU and overstate tokens/s and MFU.
+    seconds = clock() - window_start
+    value = s.world.mean(local)  # the loss of the whole global batch
     tps = tokens / seconds if seconds > 0 else 0.0
     # MFU is per device: the job's throughput over the peak of all its devices.
-    mfu = tps * s.flops_per_token / (s.peak_flops * s.world.size) if s.peak_flops else 0.0
+    mfu = tps * s.flops_per_token / (s.peak_flops * s.world.size) if s.peak_flops else None
     stats = StepStats(s.iter, value, lr, tps, mfu, s.elapsed_s)
     _write_metrics(s, {"iter": s.iter, "loss": value, "lr": lr,
-                       "tokens_per_sec": round(tps, 1), "mfu": round(mfu, 4)})
+                       "tokens_per_sec": round(tps, 1), "mfu": None if mfu is None else round(mfu, 4)})
     return stats
 
 
@@ -253,8 +261,7 @@ def _loop(s: Session, should_stop: Callable[[], bool], budget: Budget) -> Iterat
         watch.record(loss, s.iter)
         window_steps += 1
         if s.iter % t.log_interval == 0:
-            now = clock()
-            yield _log_step(s, loss, lr, tokens_per_step * window_steps, now - window_start, watch)
+            yield _log_step(s, loss, lr, tokens_per_step * window_steps, clock, window_start, watch)
             window_start, window_steps = clock(), 0
         if s.iter % t.checkpoint_interval == 0 and s.iter % t.eval_interval != 0 and s.iter < t.max_iters:
             _save(s, False, watch)

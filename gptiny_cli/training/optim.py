@@ -11,16 +11,18 @@ import torch
 import torch.nn as nn
 
 from gptiny_cli.config import TrainConfig
+from gptiny_cli.hardware.device import matmul_dtype
 
 
 def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """Approximately U V^T for g = U S V^T, by a quintic Newton–Schulz iteration in bf16.
+    """Approximately U V^T for g = U S V^T, by a quintic Newton–Schulz iteration in bf16 (fp32 where
+    the device has no bf16: MPS before macOS 14).
 
     The coefficients make the iteration push every singular value quickly into roughly
     [0.7, 1.2]; exact orthogonality is not needed for a good update.
     """
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.bfloat16()
+    x = g.to(matmul_dtype(g.device))
     tall = x.size(0) > x.size(1)
     if tall:
         x = x.T
@@ -94,8 +96,9 @@ def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> to
     if t.optimizer == "adamw":
         groups = [{"params": matrices, "weight_decay": t.weight_decay, "lr_scale": 1.0},
                   {"params": others, "weight_decay": 0.0, "lr_scale": 1.0}]
+        # The fused kernel (one launch for all parameters): torch 2.13 has it for CUDA and MPS.
         return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(t.beta1, t.beta2),
-                                 fused=device.type == "cuda")
+                                 fused=device.type in ("cuda", "mps"))
     hidden = [p for name, p in params.items() if p.dim() == 2 and name.startswith("blocks.")]
     hidden_ids = {id(p) for p in hidden}
     tables = [p for p in matrices if id(p) not in hidden_ids]  # embeddings and head

@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gptiny_cli.config import RunConfig, config_from_dict, parse_override, read_toml
+from gptiny_cli.config import RunConfig
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.store import atomic, manifest, runs
 from gptiny_cli.store.runlock import RunLock
 from gptiny_cli.training import distributed, state
 from gptiny_cli.training.distributed import World
-from gptiny_cli.training.session import Session, build, checkpoint_bytes, now, same_run
+from gptiny_cli.training.plan import Plan, plan_continue, plan_resume
+from gptiny_cli.training.session import Session, build, checkpoint_bytes, now
 
 
 class AlreadyComplete(GptinyError):
     """Resuming a run that has nothing left to do; not a failure."""
-
-
-def _resume_config(run_dir: Path, overrides: list[str]) -> tuple[RunConfig, dict[str, Any]]:
-    """The run's config with the ``--set`` overrides a resume allows, and those overrides."""
-    raw = read_toml(run_dir / "config.toml")
-    changes = {}
-    for text in overrides:
-        section, key, value = parse_override(text)
-        if f"{section}.{key}" not in manifest.RESUMABLE:
-            allowed = ", ".join(sorted(manifest.RESUMABLE))
-            raise GptinyError(f"--set {section}.{key} cannot change when resuming; allowed: {allowed}")
-        table = raw.setdefault(section, {})
-        if not isinstance(table, dict):
-            raise GptinyError(f"{run_dir}/config.toml is damaged: [{section}] is not a table")
-        table[key] = value
-        changes[f"{section}.{key}"] = value
-    return config_from_dict(raw), changes
 
 
 def _finished_message(session: Session, info: dict, changes: dict[str, Any]) -> str | None:
@@ -55,54 +39,33 @@ def _finished_message(session: Session, info: dict, changes: dict[str, Any]) -> 
     return None
 
 
-def fit_world(config: RunConfig, info: dict, world_size: int, run_dir: Path) -> RunConfig:
-    """The config with ``grad_accum`` set so that the run's global batch stays what it was.
-
-    A step takes ``grad_accum × world_size`` micro-batches; on a different number of
-    processes each takes an equal share of them, which is possible when they divide evenly.
-    """
-    t, before = config.train, int(info.get("world_size", 1))
-    if before == world_size:
-        return config
-    micro = t.grad_accum * before
-    if micro % world_size:
-        divisors = [str(n) for n in range(1, micro + 1) if micro % n == 0]
-        options = " or ".join([", ".join(divisors[:-1]), divisors[-1]] if len(divisors) > 1 else divisors)
-        raise GptinyError(
-            f"{run_dir} takes {micro} micro-batches of {t.batch_size} sequences per step (a global batch of "
-            f"{micro * t.batch_size}), which {world_size} processes cannot share evenly; resume it on "
-            f"{options} processes, or choose a new batch with --set train.grad_accum=N"
-        )
-    return replace(config, train=replace(t, grad_accum=micro // world_size))
-
-
 def resume(
     run_dir: Path, *, overrides: list[str] = (), device: str = "auto", world: World | None = None,
     config: RunConfig | None = None,
 ) -> Session:
     """Rebuild a session from a run directory, exactly where its last checkpoint left it.
 
-    ``config``, when given, must be the run's own (``same_run``) and replaces ``overrides``.
-    On a different number of processes the global batch stays the same (``fit_world``) unless
-    the overrides set ``train.grad_accum``. Every rank reads the run directory (it must be on a
-    filesystem they all see); rank 0 alone locks it and writes to it. Raises AlreadyComplete,
-    having changed nothing, when the run has nothing left to do.
+    ``reopen`` of its plan: ``plan_resume`` with the overrides, or ``plan_continue`` when
+    ``config`` is given (it must be the run's own, and replaces ``overrides``).
     """
     world = world or distributed.single(device)
-    run_dir = Path(run_dir)
-    runs.require_files(run_dir)
+    planned = (plan_resume(run_dir, overrides, world.size) if config is None
+               else plan_continue(run_dir, config, world.size))
+    return reopen(planned, world)
+
+
+def reopen(planned: Plan, world: World) -> Session:
+    """The session of a planned resume or continue, loaded from the run's last checkpoint.
+
+    Every rank reads the run directory (it must be on a filesystem they all see); rank 0
+    alone locks it and writes to it. Raises AlreadyComplete, having changed nothing, when the
+    run has nothing left to do.
+    """
+    run_dir, changes = planned.run_dir, dict(planned.changes)
     lock = RunLock(run_dir) if world.is_main else None
     try:
-        if config is None:
-            config, changes = _resume_config(run_dir, list(overrides))
-        else:
-            changes = same_run(run_dir, config)
-        info = runs.read_run_info(run_dir)
-        if "train.grad_accum" not in changes:
-            fitted = fit_world(config, info, world.size, run_dir)
-            if fitted is not config:
-                config, changes = fitted, {**changes, "train.grad_accum": fitted.train.grad_accum}
-        session = build(config, world, run_dir, info)
+        info = copy.deepcopy(dict(planned.info))
+        session = build(planned.config, world, run_dir, info)
         session.lock = lock
         state.load_checkpoint(session)
         message = _finished_message(session, info, changes)
@@ -110,7 +73,7 @@ def resume(
             raise AlreadyComplete(message)
         world.barrier()  # every rank has read the checkpoint before rank 0 tidies the directory
         if world.is_main:
-            _reopen(session, changes)
+            _go_on(session, changes)
     except BaseException:
         if lock:
             lock.release()
@@ -118,7 +81,7 @@ def resume(
     return session
 
 
-def _reopen(session: Session, changes: dict[str, Any]) -> None:
+def _go_on(session: Session, changes: dict[str, Any]) -> None:
     """Make the run directory ready to go on: debris of a killed save gone, config and run.json updated."""
     run_dir, info, world = session.run_dir, session.info, session.world
     manifest.preflight(run_dir, checkpoint_bytes(session.model))

@@ -1,4 +1,9 @@
-"""A training session: everything a run needs, built fresh by ``setup`` (``resume.resume`` rebuilds one from disk)."""
+"""A training session: everything a run needs, and a new run's directory opened for it.
+
+``build`` makes the session's objects (data, model, optimizer) from a config; ``open_new``
+does that for a new run of a ``Plan`` and then creates its directory (``resume.reopen``
+goes on with an existing one).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,24 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
 
-from gptiny_cli.config import RunConfig, config_from_dict, read_toml
+from gptiny_cli.config import RunConfig
 from gptiny_cli.data import Corpus, load_corpus
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.hardware.device import Precision, peak_flops, resolve_precision
+from gptiny_cli.hardware import peaks
+from gptiny_cli.hardware.device import Precision, auto_compile, resolve_precision
 from gptiny_cli.hardware.memory import keep_freed_memory
+from gptiny_cli.hardware.setup import use_device
 from gptiny_cli.model import build_model, count_params
 from gptiny_cli.store import atomic, manifest, runs
 from gptiny_cli.store.runlock import RunLock
 from gptiny_cli.training import distributed
 from gptiny_cli.training.distributed import World
 from gptiny_cli.training.optim import make_optimizer
+from gptiny_cli.training.plan import Plan, plan_new
 from gptiny_cli.training.schedule import flops_per_token
 
 
@@ -43,7 +50,7 @@ class Session:
     scaler: torch.amp.GradScaler | None
     info: dict
     flops_per_token: float
-    peak_flops: float
+    peak_flops: float | None  # None: a GPU whose peak is unknown, so MFU is too
     iter: int = 0
     best_val: float = math.inf
     evals_since_best: int = 0
@@ -77,22 +84,17 @@ def check_config_against_data(config: RunConfig, corpus: Corpus) -> None:
 
 
 def _maybe_compile(model: nn.Module, setting: bool | str, device: torch.device) -> nn.Module:
-    # On CPU torch.compile was measured to gain at most a few percent for tens of seconds of
-    # compiling, so "auto" compiles on CUDA only.
-    wanted = device.type == "cuda" if setting == "auto" else bool(setting)
+    wanted = auto_compile(device)[0] if setting == "auto" else bool(setting)
     return torch.compile(model) if wanted else model
 
 
 def build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Session:
     corpus = load_corpus(Path(config.data.path))
     check_config_against_data(config, corpus)
-    dev = world.device
+    dev = use_device(world.device, tf32=True)
     precision = resolve_precision(config.train.dtype, dev)
     if dev.type == "cpu":
         keep_freed_memory()  # a step reuses its activations' memory instead of faulting it in again
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
     model = build_model(config.model, corpus.vocab.size).to(dev)
     counts = count_params(model)
@@ -115,7 +117,7 @@ def build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Session
         scaler=torch.amp.GradScaler(dev.type) if precision.uses_scaler else None,
         info=info,
         flops_per_token=flops_per_token(config.model, counts.non_embedding),
-        peak_flops=peak_flops(dev, precision.dtype),
+        peak_flops=peaks.peak(dev, precision.dtype).flops,
     )
 
 
@@ -127,21 +129,27 @@ def setup(
     config: RunConfig, *, device: str = "auto", runs_dir: Path = Path("runs"), name: str = "run",
     world: World | None = None, run_dir: Path | None = None,
 ) -> Session:
+    """A new run of ``config``: ``open_new`` of its plan (``world`` replaces ``device``)."""
+    return open_new(plan_new(config, name, runs_dir, run_dir), world or distributed.single(device))
+
+
+def open_new(planned: Plan, world: World) -> Session:
     """Check inputs, build the model and optimizer, then create the run directory.
 
-    ``run_dir`` names the directory instead of a new one under ``runs_dir``. With several
-    processes every rank builds the same session (``world`` replaces ``device``); rank 0
-    alone creates the directory, writes to it and tells the others where it is.
+    ``planned.run_dir`` names the directory instead of a new one under ``runs_dir``. With several
+    processes every rank builds the same session; rank 0 alone creates the directory, writes to
+    it and tells the others where it is.
     """
-    world = world or distributed.single(device)
-    info = {"status": "running", "name": name, "started_at": now(), "ended_at": None,
+    config, run_dir = planned.config, planned.run_dir
+    info = {"status": "running", "name": planned.name, "started_at": now(), "ended_at": None,
             "data": config.data.path, "iters": 0, "best_val_loss": None, "final_val_loss": None}
     if world.run_id:
         info["elastic_run_id"] = world.run_id  # how a restarted job finds its run again
     # Build first: a bad config or missing data must not leave an empty run directory behind.
     session = build(config, world, Path(), info)
     if world.is_main:
-        session.run_dir = runs.create_run_dir(runs_dir, name) if run_dir is None else _claim(Path(run_dir), config)
+        session.run_dir = (runs.create_run_dir(planned.runs_dir, planned.name) if run_dir is None
+                           else _claim(Path(run_dir)))
         _open_new(session, fresh=run_dir is None)
     session.run_dir = Path(world.broadcast(str(session.run_dir)))
     return session
@@ -168,35 +176,13 @@ def _open_new(session: Session, fresh: bool) -> None:
         raise
 
 
-def _claim(run_dir: Path, config: RunConfig) -> Path:
-    """A named run directory without a checkpoint: created, or taken over from a start that failed early."""
+def _claim(run_dir: Path) -> Path:
+    """A named run directory without a checkpoint (``plan_new`` checked what it holds), created if new."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise GptinyError(f"cannot create run directory {run_dir}: {err.strerror}") from None
-    if (run_dir / "config.toml").is_file():
-        same_run(run_dir, config)
-    elif any(run_dir.iterdir()):
-        raise GptinyError(f"{run_dir} is not empty and holds no gptiny run; name a new or empty run directory")
     return run_dir
-
-
-def same_run(run_dir: Path, config: RunConfig) -> dict[str, Any]:
-    """The resumable keys in which ``config`` differs from the run's stored config, or an error
-    naming the others: with those, ``config`` would train a different run."""
-    stored = config_from_dict(read_toml(run_dir / "config.toml"))
-    ours, theirs = manifest.identity(config), manifest.identity(stored)
-    changed = [f"{key} ({theirs.get(key)!r} there, {ours.get(key)!r} here)"
-               for key in sorted(set(ours) | set(theirs)) if ours.get(key) != theirs.get(key)]
-    if changed:
-        raise GptinyError(f"{run_dir} holds a run with a different config: {', '.join(changed)}; "
-                          "name another run directory or give the same config")
-    now, before = _flat(config), _flat(stored)
-    return {key: now[key] for key in sorted(manifest.RESUMABLE & now.keys()) if now[key] != before.get(key)}
-
-
-def _flat(config: RunConfig) -> dict[str, Any]:
-    return {f"{section}.{key}": value for section, values in config.to_dict().items() for key, value in values.items()}
 
 
 def checkpoint_bytes(model: nn.Module) -> int:

@@ -1,0 +1,87 @@
+"""Where an export goes: a fresh directory, filled while hidden beside it and renamed into place.
+
+An earlier export there is kept unless ``force``; with it, the old export is swapped out only once
+the new one is complete, so a failure at any point leaves the old one or nothing. A non-empty
+directory that holds no export is never replaced: ``--out ~ --force`` must not empty a home.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from gptiny_cli.errors import GptinyError
+from gptiny_cli.store import atomic
+
+T = TypeVar("T")
+
+
+def require(extra: str, modules: Iterable[str]) -> None:
+    """Raise a one-line error naming ``pip install 'gptiny[extra]'`` unless every module imports."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise GptinyError(f"--format {extra} needs the {name} package, an optional extra: "
+                              f"pip install 'gptiny[{extra}]'") from None
+
+
+def check_target(out: Path, force: bool, run_dir: Path) -> None:
+    """Refuse an output that is a file, holds the run, or is a non-empty directory unless ``force``."""
+    where, run = Path(out).resolve(), Path(run_dir).resolve()
+    if where == run or where in run.parents:
+        raise GptinyError(f"--out {out} holds the run {run_dir} itself; choose a directory of its own")
+    if out.exists() and not out.is_dir():
+        raise GptinyError(f"--out {out} is a file; give a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not is_export(out):
+        raise GptinyError(f"--out {out} is not empty and holds no earlier export; choose an empty or new directory")
+    if not force:
+        raise GptinyError(f"--out {out} already holds an export; add --force to replace it")
+
+
+def is_export(directory: Path) -> bool:
+    """Whether ``directory`` looks like an earlier export, the only kind of directory --force replaces."""
+    hf = all((directory / name).is_file() for name in ("config.json", "model.safetensors", "tokenizer.json"))
+    return hf or (directory / "gptiny-onnx.json").is_file()
+
+
+def write_dir(out: Path, force: bool, run_dir: Path, fill: Callable[[Path], T]) -> T:
+    """Have ``fill`` write a hidden staging directory beside ``out``, then move it onto ``out``;
+    what ``fill`` returns."""
+    out = Path(out)
+    check_target(out, force, run_dir)
+    created = [parent for parent in reversed(out.parents) if not parent.exists()]  # outermost first
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        staging.chmod(0o777 & ~atomic.current_umask())
+        result = fill(staging)
+        for path in staging.iterdir():
+            with open(path, "rb+") as handle:
+                os.fsync(handle.fileno())
+        _swap(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for parent in reversed(created):  # a failed export leaves no empty RUN/export/ behind
+            parent.rmdir()
+        raise
+    return result
+
+
+def _swap(staging: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
+    atomic.fsync_dir(out.parent)

@@ -1,0 +1,36 @@
+"""The README's Export section runs as shown: its commands, then its transformers and onnxruntime snippets."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+from pathlib import Path
+
+from tests.exporting import gptiny, greedy_text, train_run
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def export_blocks() -> list[tuple[str, str]]:
+    """(language, code) of each code block under the README's "## Export" heading."""
+    section = README.read_text(encoding="utf-8").split("\n## Export\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL)
+
+
+def test_the_readme_export_commands_and_snippets_run_as_shown():
+    run_dir = train_run(Path("."))
+    blocks = export_blocks()
+    assert [language for language, _ in blocks] == ["bash", "python", "python"]
+    for line in blocks[0][1].splitlines():
+        args = shlex.split(line)
+        assert args[0] == "gptiny"
+        result = gptiny(*args[1:])
+        assert result.exit_code == 0, result.output
+    expected = greedy_text(run_dir, "ROMEO:", 100)
+    for _, code in blocks[1:]:
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(compile(code, "README.md", "exec"), {})
+        assert printed.getvalue() == expected + "\n"
