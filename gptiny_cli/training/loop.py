@@ -197,8 +197,8 @@ def _write_metrics(s: Session, row: dict) -> None:
         s.metrics.write(row)
 
 
-def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, clock: Clock, window_start: float,
-              watch: faults.LossWatch) -> StepStats:
+def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, window_start: float,
+              watch: faults.LossWatch, clock: Clock = time.perf_counter) -> StepStats:
     watch.check(s)
     local = loss.item()
     # Only now, with the loss read, has the device finished the window's steps; a clock read
@@ -216,10 +216,7 @@ def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, clock: Clo
 
 def run(s: Session, should_stop: Callable[[], bool] = lambda: False,
         clock: Clock = time.perf_counter) -> Iterator[Event]:
-    """The training loop. Marks the run failed (or interrupted) if anything escapes it.
-
-    ``clock`` (seconds) times the run and its budget: tests give a clock they control.
-    """
+    """The training loop, timed by ``clock`` (seconds). Marks the run failed (or interrupted) if anything escapes it."""
     try:
         yield from _loop(s, should_stop, Budget(s, clock))
     except BaseException as err:
@@ -261,7 +258,7 @@ def _loop(s: Session, should_stop: Callable[[], bool], budget: Budget) -> Iterat
         watch.record(loss, s.iter)
         window_steps += 1
         if s.iter % t.log_interval == 0:
-            yield _log_step(s, loss, lr, tokens_per_step * window_steps, clock, window_start, watch)
+            yield _log_step(s, loss, lr, tokens_per_step * window_steps, window_start, watch, clock)
             window_start, window_steps = clock(), 0
         if s.iter % t.checkpoint_interval == 0 and s.iter % t.eval_interval != 0 and s.iter < t.max_iters:
             _save(s, False, watch)
@@ -280,7 +277,6 @@ def _stop_agreed(s: Session, should_stop: Callable[[], bool]) -> bool:
 
 
 def _finish(s: Session, interrupted: bool, early_stopped: bool, budget: Budget) -> Finished:
-    """Measure the best weights on the whole validation split; its time counts as training time."""
     final = None
     if not interrupted and s.world.is_main:
         best = build_model(s.config.model, s.corpus.vocab.size).to(s.device)
@@ -288,7 +284,7 @@ def _finish(s: Session, interrupted: bool, early_stopped: bool, budget: Budget) 
         c = s.config
         final = full_split_loss(best, s.corpus.val, c.model.block_size, c.train.batch_size,
                                 s.device, s.precision)
-    budget.tick()
+    budget.tick()  # the whole-split evaluation counts as training time, and against a budget
     s.info.update(
         status="interrupted" if interrupted else "completed",
         ended_at=datetime.now(timezone.utc).isoformat(),
