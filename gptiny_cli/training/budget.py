@@ -87,7 +87,8 @@ class Budget:
     def step_fraction(self) -> float | None:
         """The fraction of the training time at which the next step ends (None: no budget).
 
-        It is 1 for the last step that fits, so that step trains at the schedule's final rate.
+        It is 1 for the step expected to be the last that fits, which then trains at the
+        schedule's final rate.
         """
         if self.total_s is None:
             return None
