@@ -27,8 +27,10 @@ LAYERS: dict[str, set[str]] = {
     "training": {"errors", "config", "data", "model", "store", "hardware"},
     "report": {"errors", "config", "data", "model", "store", "hardware", "prepare", "generation", "training"},
     "export": {"errors", "config", "data", "model", "store", "hardware", "generation"},
+    "serve": {"errors", "config", "data", "model", "store", "hardware", "prepare", "generation", "training",
+              "report"},
     "cli": {"errors", "config", "data", "model", "store", "hardware", "prepare", "generation", "training",
-            "report", "export"},
+            "report", "export", "serve"},
     "__main__": {"cli"},
 }
 ALLOWED_TO_PRINT = {"cli", "__main__"}

@@ -12,7 +12,7 @@ import gc
 
 import typer
 
-from gptiny_cli.cli import doctor, export, inspect, prepare, runs, sample, train
+from gptiny_cli.cli import attention, doctor, export, inspect, prepare, runs, sample, serve, train
 
 app = typer.Typer(
     name="gptiny",
@@ -32,6 +32,8 @@ app.command("eval")(runs.evaluate)
 app.command()(sample.sample)
 app.command()(export.export)
 app.command()(doctor.doctor)
+app.command()(attention.attention)
+app.command()(serve.serve)
 
 
 def main() -> None:

@@ -66,22 +66,10 @@ def write_dir(out: Path, force: bool, run_dir: Path, fill: Callable[[Path], T]) 
         for path in staging.iterdir():
             with open(path, "rb+") as handle:
                 os.fsync(handle.fileno())
-        _swap(staging, out)
+        atomic.replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for parent in reversed(created):  # a failed export leaves no empty RUN/export/ behind
             parent.rmdir()
         raise
     return result
-
-
-def _swap(staging: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)
-    atomic.fsync_dir(out.parent)

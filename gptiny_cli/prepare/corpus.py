@@ -179,16 +179,7 @@ def prepare_corpus(inputs: Path | str | Sequence[Path | str], out_dir: Path, val
 
 
 def _replace_dir(staging: Path, target: Path) -> None:
-    """Swap a finished staging directory into place; a crash leaves old or new, never half."""
-    if target.exists():
-        if not (target / "meta.json").is_file():
-            raise GptinyError(f"{target} exists and is not a gptiny data directory; choose another --out")
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(target)
-    atomic.fsync_dir(target.parent)
-
+    """Put a finished data directory in place of ``target``, which must be one too (or absent)."""
+    if target.exists() and not (target / "meta.json").is_file():
+        raise GptinyError(f"{target} exists and is not a gptiny data directory; choose another --out")
+    atomic.replace_dir(staging, target)

@@ -1,0 +1,155 @@
+"""Serving speed: characters/s and latency to the first character with 1, 4 and 16 concurrent clients.
+
+    python benchmarks/bench_serve.py [--config configs/shakespeare-cpu.toml] [--corpus input.txt] [--run RUN]
+                                     [--tokens 300] [--clients 1 4 16] [--precision auto] [--rounds 3]
+
+Without --run, makes a run of --config after one training step (speed does not depend on what
+the weights are). Then two measurements, each client asking for --tokens characters from the
+prompt "ROMEO:":
+
+- The worker alone, in this process: every request submitted at once to an ``Engine``, its
+  decode steps batched, and again stepped one request after another (``batch=False``), in
+  alternating rounds; the ratio is what batching buys, measured in one process.
+- End to end: ``gptiny serve`` in its own process on 127.0.0.1, each client a streaming
+  ``/v1/completions`` request over HTTP (httpx), all started together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_sample import CORPUS, make_run  # noqa: E402
+from gptiny_cli.generation.inference import for_inference  # noqa: E402
+from gptiny_cli.hardware.device import auto_sample_precision  # noqa: E402
+from gptiny_cli.serve.batch import Completion  # noqa: E402
+from gptiny_cli.serve.engine import Engine, Job  # noqa: E402
+from gptiny_cli.store.runs import load_run  # noqa: E402
+
+PROMPT = "ROMEO:"
+
+
+def engine_round(model, chars: tuple[str, ...], clients: int, tokens: int, batch: bool) -> tuple[float, float]:
+    """All clients' requests through one Engine: (characters/s in all, median seconds to a first character)."""
+    start_token = chars.index("\n")
+    prompt = [chars.index(c) for c in PROMPT]
+    first: list[float] = []
+    done = threading.Semaphore(0)
+
+    def deliver(event: tuple, seen: list[bool]) -> None:
+        if event[0] == "text" and not seen:
+            seen.append(True)
+            first.append(time.perf_counter() - start)
+        elif event[0] == "done":
+            done.release()
+
+    engine = Engine(model, chars, max_active=clients, start_token=start_token, batch=batch)
+    engine.start()
+    start = time.perf_counter()
+    for i in range(clients):
+        seen: list[bool] = []
+        engine.submit(Job(Completion(prompt, tokens, seed=i), lambda e, seen=seen: deliver(e, seen)))
+    for _ in range(clients):
+        done.acquire()
+    seconds = time.perf_counter() - start
+    engine.close()
+    return clients * tokens / seconds, statistics.median(first)
+
+
+async def http_client(client: httpx.AsyncClient, url: str, tokens: int, seed: int) -> tuple[float, int]:
+    start, first, received = time.perf_counter(), None, 0
+    body = {"prompt": PROMPT, "max_tokens": tokens, "stream": True, "seed": seed}
+    async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                received += len(json.loads(line[6:])["choices"][0]["text"])
+                first = first or time.perf_counter() - start
+    return first, received
+
+
+async def http_round(url: str, clients: int, tokens: int) -> tuple[float, float, float]:
+    """(characters/s in all, median and worst seconds to a first character) over HTTP."""
+    async with httpx.AsyncClient(timeout=600) as client:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(http_client(client, url, tokens, i) for i in range(clients)))
+        seconds = time.perf_counter() - start
+    firsts = [f for f, _ in results]
+    assert all(n == tokens for _, n in results), results
+    return sum(n for _, n in results) / seconds, statistics.median(firsts), max(firsts)
+
+
+def start_server(run_dir: Path, precision: str) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "gptiny_cli", "serve", str(run_dir), "--port", str(port),
+                               "--device", "cpu", "--precision", precision, "--max-tokens", "100000"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            return server, url
+        except httpx.HTTPError:
+            if server.poll() is not None:
+                raise RuntimeError(server.stderr.read().decode()) from None
+            time.sleep(0.1)
+    raise RuntimeError("gptiny serve did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "shakespeare-cpu.toml")
+    parser.add_argument("--corpus", type=Path, default=CORPUS, help="the text a one-step run is prepared from")
+    parser.add_argument("--run", type=Path, help="an existing run instead of a one-step run of --config")
+    parser.add_argument("--tokens", type=int, default=300)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of the worker alone, the best one kept")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = args.run or make_run(args.config, args.corpus, Path(tmp))
+        loaded = load_run(run_dir)
+        cpu = torch.device("cpu")
+        precision = auto_sample_precision(cpu)[0] if args.precision == "auto" else args.precision
+        model = for_inference(loaded.model, precision, cpu)
+        print(f"{run_dir.name}: {precision}, {torch.get_num_threads()} threads, {args.tokens} characters per client")
+        print("worker alone     clients  batched chars/s  one by one chars/s  ratio  first char (batched)")
+        engine_round(model, loaded.vocab.chars, 1, args.tokens, batch=True)  # warm-up, not counted
+        for clients in args.clients:
+            # rounds alternate the two ways; each keeps its best (other processes can only slow one down)
+            together, first, apart = 0.0, float("inf"), 0.0
+            for _ in range(args.rounds):
+                speed, latency = engine_round(model, loaded.vocab.chars, clients, args.tokens, batch=True)
+                together, first = max(together, speed), min(first, latency)
+                apart = max(apart, engine_round(model, loaded.vocab.chars, clients, args.tokens, batch=False)[0])
+            print(f"{'':17}{clients:>7}  {together:>15,.0f}  {apart:>18,.0f}  {together / apart:>5.2f}  "
+                  f"{first * 1000:>8.1f} ms")
+        server, url = start_server(run_dir, args.precision)
+        try:
+            print("over HTTP        clients  chars/s in all  first char median  worst")
+            for clients in args.clients:
+                speed, median, worst = asyncio.run(http_round(url, clients, args.tokens))
+                print(f"{'':17}{clients:>7}  {speed:>14,.0f}  {median * 1000:>14.1f} ms  {worst * 1000:>6.1f} ms")
+        finally:
+            server.terminate()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The generation worker: one thread owns the model and serves every request, in arrival order.
+
+Generation is compute-bound, so requests never run in parallel threads. They wait in a bounded
+queue; the worker takes up to ``max_active`` of them at a time and moves them all one character
+further per round, their decode steps run as one batch (``batch.py``), so every streaming client
+makes progress and a long request does not hold up a short one. A cancelled request (its client
+went away) is dropped before the next round. Other work on the model (an explanation) has a
+queue of its own and runs between two rounds, however many requests are in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from gptiny_cli.generation.sample import SampleText
+from gptiny_cli.serve.batch import Completion, Stream, batch_decoder, batched_step
+
+# What a job delivers, in order: ("text", sample, piece) as sample texts grow, ("end", sample,
+# "stop" | "length") once per sample, then ("done", characters generated, None); a cancelled job
+# skips to "done"; a failed one delivers ("error", message, None) instead.
+Event = tuple[str, object, object]
+
+
+_WAKE = "wake"  # put in the queue to wake an idle worker for a call
+
+
+class QueueFull(Exception):
+    """The queue in front of the model has no room; the client should retry later."""
+
+
+@dataclass
+class Job:
+    """A completion in the queue or in flight; ``deliver`` is called on the worker thread."""
+
+    completion: Completion
+    deliver: Callable[[Event], None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+@dataclass
+class _Active:
+    job: Job
+    stream: Stream
+    samples: list[SampleText]
+    done: int = 0
+
+
+class Engine:
+    """The model's one worker thread, with a queue of at most ``queue_size`` waiting requests."""
+
+    def __init__(self, model: nn.Module, chars: tuple[str, ...], *, queue_size: int = 64,
+                 max_active: int = 16, start_token: int = 0, batch: bool = True) -> None:
+        """``batch=False`` steps the requests in flight one after another, for measuring the batch."""
+        self.model, self.chars, self.start_token, self.batch = model, chars, start_token, batch
+        self.device = next(model.parameters()).device
+        self.decoder = batch_decoder(model)
+        self.max_active = max_active
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._calls: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._loop, name="gptiny-generation", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the worker after the round in progress; requests still queued are dropped."""
+        self._queue.put(None)  # may wait for room: the worker keeps taking items until it meets this
+        self._thread.join()
+
+    def submit(self, job: Job) -> None:
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFull() from None
+
+    def call(self, work: Callable[[nn.Module], object]) -> Future:
+        """Run ``work(model)`` on the worker thread before its next round, even with every slot taken."""
+        future: Future = Future()
+        try:
+            self._calls.put_nowait((work, future))
+        except queue.Full:
+            raise QueueFull() from None
+        with contextlib.suppress(queue.Full):  # a full queue means the worker is not waiting on it
+            self._queue.put_nowait(_WAKE)
+        return future
+
+    def _loop(self) -> None:
+        active: list[_Active] = []
+        while True:
+            while len(active) < self.max_active:
+                try:
+                    item = self._queue.get(block=not active)
+                except queue.Empty:
+                    break
+                if item is None:
+                    return
+                if isinstance(item, Job):
+                    active.extend(self._begin(item))
+                self._run_calls()
+            self._run_calls()
+            active = self._round(active)
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                work, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(work(self.model))
+            except Exception as error:  # handed to the waiting request, which reports it
+                future.set_exception(error)
+
+    def _begin(self, job: Job) -> list[_Active]:
+        """The job in flight, its prompt fed; none if that failed (and the job was told)."""
+        c = job.completion
+        generator = torch.Generator(device=self.device)
+        if c.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(c.seed)
+        try:
+            with torch.inference_mode():
+                stream = Stream(self.model, c, generator, self.start_token)
+        except Exception as error:  # handed to the request, which reports it
+            job.deliver(("error", f"generation failed: {error}", None))
+            return []
+        return [_Active(job, stream, [SampleText(c.stop) for _ in range(c.n)])]
+
+    @torch.inference_mode()
+    def _round(self, active: list[_Active]) -> list[_Active]:
+        """Every request in flight one character further; those that go on."""
+        going = [a for a in active if not self._draw(a)]
+        together = [a.stream for a in going if a.stream.batchable and self.decoder is not None]
+        try:
+            for a in going:
+                if not (a.stream.batchable and self.decoder is not None):
+                    a.stream.step_alone()
+            for group in [together] if self.batch else [[s] for s in together]:
+                if group:
+                    batched_step(self.decoder, group)
+        except Exception as error:  # deliver the failure rather than lose the worker thread
+            for a in going:
+                a.job.deliver(("error", f"generation failed: {error}", None))
+            return []
+        return going
+
+    def _draw(self, a: _Active) -> bool:
+        """Draw a request's next characters and pass them on; True once it has ended."""
+        if a.job.cancelled.is_set():  # the request learns it is over, and waits no longer
+            a.job.deliver(("done", sum(s.generated for s in a.samples), None))
+            return True
+        for i, token in enumerate(a.stream.draw().tolist()):
+            sample = a.samples[i]
+            if sample.stopped:
+                continue
+            piece = sample.add(self.chars[token])
+            if piece:
+                a.job.deliver(("text", i, piece))
+            if sample.stopped:
+                a.job.deliver(("end", i, "stop"))
+        a.done += 1
+        if a.done < a.job.completion.max_tokens and not all(s.stopped for s in a.samples):
+            return False
+        for i, sample in enumerate(a.samples):
+            if not sample.stopped:
+                rest = sample.finish()
+                if rest:
+                    a.job.deliver(("text", i, rest))
+                a.job.deliver(("end", i, "length"))
+        a.job.deliver(("done", sum(s.generated for s in a.samples), None))
+        return True

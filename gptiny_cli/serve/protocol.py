@@ -1,0 +1,161 @@
+"""OpenAI's completions protocol without the web framework: request bodies checked and turned into
+``Completion``s, errors in OpenAI's shape, and the response and stream-chunk objects.
+
+Every check names the parameter it is about, as OpenAI's own errors do, so a client library
+shows the user which argument to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+
+from gptiny_cli.data import Vocab
+from gptiny_cli.serve.batch import Completion
+
+MAX_N = 16
+MAX_BODY = 1_000_000  # bytes
+
+
+@dataclass
+class Limits:
+    """What the server lets a request ask for."""
+
+    max_tokens: int = 2000
+    max_n: int = MAX_N
+
+
+@dataclass
+class Defaults:
+    """Values for the parameters a request leaves out: the run's [sample] section, OpenAI's max_tokens."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    max_tokens: int = 16
+
+
+class ApiError(Exception):
+    """An error response: HTTP status and OpenAI's error object."""
+
+    def __init__(self, status: int, message: str, param: str | None = None,
+                 kind: str = "invalid_request_error", code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+def parse_json(raw: bytes) -> dict:
+    """The JSON object of a request body, or a 400 that says what is wrong with it."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ApiError(400, f"the request body is not valid JSON: {error}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _wrong(param: str, expected: str, value: object) -> ApiError:
+    return ApiError(400, f"'{param}' must be {expected}, not {json.dumps(value)}", param=param,
+                    code="invalid_type" if not isinstance(value, (int, float)) else "invalid_value")
+
+
+def _int(body: dict, param: str, default: int | None, low: int) -> int | None:
+    value = body.get(param)
+    if value is None:
+        return default
+    if not _is_int(value) or value < low:
+        raise _wrong(param, f"an integer of at least {low}", value)
+    return value
+
+
+def _number(body: dict, param: str, default: float, low: float, high: float, low_open: bool = False) -> float:
+    value = body.get(param)
+    if value is None:
+        return default
+    if not _is_number(value) or value > high or value < low or (low_open and value == low):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise _wrong(param, f"a number in {interval}", value)
+    return float(value)
+
+
+def _prompts(body: dict, vocab: Vocab) -> list[str]:
+    prompt = body.get("prompt", "")
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise _wrong("prompt", "a string or a non-empty list of strings", prompt)
+    check_characters("prompt", "".join(prompts), vocab)
+    return prompts
+
+
+def check_characters(param: str, text: str, vocab: Vocab) -> None:
+    """A 400 listing the characters of ``text`` that the vocabulary lacks, if any."""
+    unknown = "".join(vocab.unknown(text))
+    if unknown:
+        raise ApiError(400, f"'{param}' has characters this model's vocabulary lacks: "
+                       f"{json.dumps(unknown, ensure_ascii=False)}", param=param, code="unknown_characters")
+
+
+def _stop(body: dict) -> str:
+    stop = body.get("stop")
+    stops = [] if stop is None else [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+        raise _wrong("stop", "a non-empty string or a list of them", stop)
+    if len(stops) > 1:
+        raise ApiError(400, f"'stop' has {len(stops)} strings; this server ends a sample at one",
+                       param="stop", code="invalid_value")
+    return stops[0] if stops else ""
+
+
+def parse_completion(body: dict, vocab: Vocab, limits: Limits, defaults: Defaults) -> list[Completion]:
+    """One ``Completion`` per prompt of a /v1/completions body, or the ApiError for its first fault."""
+    prompts = _prompts(body, vocab)
+    max_tokens = _int(body, "max_tokens", defaults.max_tokens, 1)
+    if max_tokens > limits.max_tokens:
+        raise ApiError(400, f"'max_tokens' is {max_tokens}, above this server's limit of {limits.max_tokens}",
+                       param="max_tokens", code="invalid_value")
+    n = _int(body, "n", 1, 1)
+    if n > limits.max_n:
+        raise ApiError(400, f"'n' is {n}; at most {limits.max_n} samples per prompt", param="n", code="invalid_value")
+    temperature = _number(body, "temperature", defaults.temperature, 0.0, 2.0)
+    top_p = _number(body, "top_p", 1.0, 0.0, 1.0, low_open=True)
+    top_k = _int(body, "top_k", defaults.top_k, 0)
+    seed = body.get("seed")
+    if seed is not None and not _is_int(seed):
+        raise _wrong("seed", "an integer", seed)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _wrong("stream", "true or false", stream)
+    stop = _stop(body)
+    return [Completion(vocab.encode(p), max_tokens, n, temperature, top_k, top_p, seed, stop) for p in prompts]
+
+
+def completion_object(request_id: str, model: str, texts: list[str], reasons: list[str],
+                      prompt_chars: int, generated: int) -> dict:
+    """The response to a whole (not streamed) completion; usage counts characters."""
+    return {
+        "id": request_id, "object": "text_completion", "created": int(time.time()), "model": model,
+        "choices": [{"text": text, "index": i, "logprobs": None, "finish_reason": reason}
+                    for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))],
+        "usage": {"prompt_tokens": prompt_chars, "completion_tokens": generated,
+                  "total_tokens": prompt_chars + generated},
+    }
+
+
+def chunk_event(request_id: str, model: str, index: int, text: str, reason: str | None) -> str:
+    """One server-sent event of a streamed completion."""
+    chunk = {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": model,
+             "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": reason}]}
+    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"

@@ -1,0 +1,63 @@
+"""Helpers for the serve tests: a tiny trained run, and the real app under uvicorn on a free port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+
+from gptiny_cli.config import config_from_dict
+from gptiny_cli.generation.inference import for_inference
+from gptiny_cli.prepare.corpus import prepare_corpus
+from gptiny_cli.serve.app import ServeOptions, create_app
+from gptiny_cli.serve.engine import Engine
+from gptiny_cli.serve.protocol import Limits
+from gptiny_cli.store.runs import load_run
+from gptiny_cli.training import loop
+from gptiny_cli.training.session import setup
+from tests.conftest import TINY_TEXT, tiny_raw
+
+
+def train_run(root: Path) -> Path:
+    """The conftest's tiny model, trained (in about a second) into ``root``/runs."""
+    corpus = root / "tiny.txt"
+    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    data = root / "data" / "tiny"
+    prepare_corpus(corpus, data, val_fraction=0.1)
+    session = setup(config_from_dict(tiny_raw(data)), device="cpu", name="serve", runs_dir=root / "runs")
+    events = list(loop.run(session))
+    assert events[-1].status == "completed"
+    return session.run_dir
+
+
+@contextmanager
+def serving(run_dir: Path, *, api_key: str | None = None, max_tokens: int = 500, queue_size: int = 64,
+            max_active: int = 16) -> Iterator[str]:
+    """The run served as ``gptiny serve`` serves it (int8 on the CPU), at the yielded base URL."""
+    loaded = load_run(run_dir)
+    model = for_inference(loaded.model, "int8", loaded.model.tok_emb.weight.device)
+    chars = loaded.vocab.chars
+    engine = Engine(model, chars, queue_size=queue_size, max_active=max_active, start_token=chars.index("\n"))
+    options = ServeOptions(run_dir.name, api_key, Limits(max_tokens=max_tokens))
+    app = create_app(engine, loaded.vocab, options)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()

@@ -1,0 +1,107 @@
+"""The serve worker (serve/engine.py, serve/batch.py): requests in flight together are decoded as one
+batch, and each still gets exactly the text ``generate`` gives it alone with its seed."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from gptiny_cli.config import ModelConfig
+from gptiny_cli.generation.inference import for_inference
+from gptiny_cli.generation.sample import generate
+from gptiny_cli.model import build_model
+from gptiny_cli.serve.batch import Completion
+from gptiny_cli.serve.engine import Engine, Job, QueueFull
+
+CHARS = tuple("abcdefghij")
+
+
+def tiny_model(arch: str = "gpt", position: str = "learned", precision: str = "float32") -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch=arch, n_embd=32, block_size=8, n_layer=2, n_head=2, dropout=0.0, position=position)
+    return for_inference(build_model(cfg, len(CHARS)), precision, torch.device("cpu"))
+
+
+def alone(model: torch.nn.Module, c: Completion) -> list[str]:
+    generator = torch.Generator().manual_seed(c.seed)
+    steps = generate(model, c.prompt, c.max_tokens, num_samples=c.n, temperature=c.temperature, top_k=c.top_k,
+                     top_p=c.top_p, generator=generator)
+    rows = torch.stack(list(steps), dim=1).tolist()  # (n, max_tokens)
+    return ["".join(CHARS[t] for t in row) for row in rows]
+
+
+def together(model: torch.nn.Module, completions: list[Completion]) -> list[list[str]]:
+    """Every completion submitted before the worker starts, so that all run in the same rounds."""
+    texts = [[""] * c.n for c in completions]
+    finished = threading.Semaphore(0)
+
+    def collector(j: int):
+        def deliver(event: tuple) -> None:
+            kind, a, b = event
+            if kind == "text":
+                texts[j][a] += b
+            elif kind in ("done", "error"):
+                assert kind == "done", a
+                finished.release()
+        return deliver
+
+    engine = Engine(model, CHARS)
+    for j, c in enumerate(completions):
+        engine.submit(Job(c, collector(j)))
+    engine.start()
+    for _ in completions:
+        assert finished.acquire(timeout=30)
+    engine.close()
+    return texts
+
+
+MIXED = [Completion([1, 2, 3], 30, n=1, seed=1), Completion([4], 12, n=3, seed=2, temperature=0.7),
+         Completion([5, 6, 7, 8, 9, 0, 1], 25, n=2, seed=3, top_k=4), Completion([], 20, n=1, seed=4, top_p=0.8)]
+
+
+@pytest.mark.parametrize(("arch", "position", "precision"), [
+    ("gpt", "learned", "float32"), ("gpt", "rope", "float32"), ("gpt", "rope", "int8"),
+    ("bigram", "learned", "float32")])
+def test_requests_decoded_together_get_the_texts_each_gets_alone(arch, position, precision):
+    # prompts of different lengths: the batch holds caches at different positions, and past
+    # block_size (8) learned positions refill their cache while the others step on
+    model = tiny_model(arch, position, precision)
+    assert together(model, MIXED) == [alone(model, c) for c in MIXED]
+
+
+def test_a_full_queue_refuses_the_next_request():
+    engine = Engine(tiny_model(), CHARS, queue_size=1)
+    engine.submit(Job(Completion([1], 5), lambda _: None))
+    with pytest.raises(QueueFull):
+        engine.submit(Job(Completion([1], 5), lambda _: None))
+
+
+def test_work_on_the_model_runs_between_rounds_even_with_every_slot_taken():
+    engine = Engine(tiny_model(), CHARS, max_active=1)
+    long = Job(Completion([1], 1_000_000), lambda _: None)
+    engine.submit(long)
+    engine.start()
+    try:
+        assert engine.call(lambda model: model.block_size).result(timeout=10) == 8
+    finally:
+        long.cancel()
+        engine.close()
+
+
+def test_a_cancelled_request_is_told_it_is_done_and_gets_nothing_more():
+    events: list[tuple] = []
+    engine = Engine(tiny_model(), CHARS)
+    job = Job(Completion([1], 1_000_000), events.append)
+    engine.submit(job)
+    engine.start()
+    while not events:
+        threading.Event().wait(0.001)
+    job.cancel()
+    engine.call(lambda _: None).result(timeout=10)  # a round has passed since
+    seen = len(events)
+    engine.call(lambda _: None).result(timeout=10)
+    engine.close()
+    assert len(events) == seen and events[-1][0] == "done"
+    assert all(kind == "text" for kind, _, _ in events[:-1])
