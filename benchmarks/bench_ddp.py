@@ -41,7 +41,7 @@ def run_layout(procs: int, threads: int, args: argparse.Namespace, data: Path, r
     """The logged tokens/s of one training run after its first logging window."""
     runs_dir = runs / f"{procs}x{threads}"
     sets = [f"data.path={data}", f"train.max_iters={args.steps}", f"train.eval_interval={args.steps}",
-            "train.eval_iters=1", f"train.log_interval={args.log_interval}", *args.overrides]
+            "train.eval_iters=1", f"train.log_interval={args.log_interval}", "train.max_minutes=0", *args.overrides]
     command = [sys.executable, "-m", "gptiny_cli", "train", str(args.config), "--device", args.device,
                "--runs-dir", str(runs_dir), *(x for s in sets for x in ("--set", s))]
     if procs > 1:

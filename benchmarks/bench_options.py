@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=list(VARIANTS), help="variants to run (default: all)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every variant")
     args = parser.parse_args()
-    schedule = [f"train.max_iters={args.iters}", f"train.eval_interval={args.iters}", "train.eval_iters=20"]
+    schedule = [f"train.max_iters={args.iters}", f"train.eval_interval={args.iters}", "train.eval_iters=20",
+                "train.max_minutes=0"]  # counted in steps, as measured
     print(f"machine: {cpu_name()}; config {args.config.name}, {args.iters} steps {' '.join(args.overrides)}")
     print(f"{'variant':<26} {'parameters':>10} {'val loss':>9} {'tokens/s':>9} {'wall':>6}")
     with tempfile.TemporaryDirectory() as tmp:

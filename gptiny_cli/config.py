@@ -102,8 +102,12 @@ class TrainConfig:
     grad_clip: float = 1.0
     grad_accum: int = 1
     warmup_iters: int = 100
-    lr_decay: str = "cosine"
+    lr_decay: str = "cosine"  # or "constant", or "wsd": warm-up, stable, then linear decay
+    decay_fraction: float = 0.4  # for "wsd": the last part of training over which the rate decays
     min_lr_fraction: float = 0.1
+    # A time budget for the training loop and its evaluations, in minutes (0: none, the steps
+    # decide); the schedule then runs on the fraction of it spent. max_iters still caps the steps.
+    max_minutes: float = 0.0
     checkpoint_interval: int = 500
     patience: int = 0
 
@@ -123,7 +127,10 @@ class TrainConfig:
         _check(0.0 <= self.min_lr_fraction <= 1.0, "train.min_lr_fraction", "must be in [0, 1]",
                self.min_lr_fraction)
         _choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
-        _choice("train.lr_decay", self.lr_decay, ("cosine", "constant"))
+        _choice("train.lr_decay", self.lr_decay, ("cosine", "constant", "wsd"))
+        _check(0.0 < self.decay_fraction <= 1.0, "train.decay_fraction", "must be in (0, 1]", self.decay_fraction)
+        _check(math.isfinite(self.max_minutes) and self.max_minutes >= 0, "train.max_minutes",
+               "must be a number of minutes, or 0 for no time budget", self.max_minutes)
         _choice("train.optimizer", self.optimizer, ("adamw", "muon"))
         _check(math.isfinite(self.muon_lr) and self.muon_lr > 0, "train.muon_lr", "must be a positive number",
                self.muon_lr)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gptiny_cli.config import ModelConfig
-from gptiny_cli.model import GPT, build_model
+from gptiny_cli.model import GPT, Dropout, build_model
 
 OPTIONS = [{}, {"position": "rope"}, {"tie_weights": True}]
 
@@ -58,3 +58,25 @@ def test_tied_head_shares_the_embedding():
 def test_a_longer_input_than_the_block_is_refused():
     with pytest.raises(ValueError, match="exceeds block_size"):
         tiny()(torch.zeros(1, 9, dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_zeroes_about_p_of_the_elements_and_scales_the_rest(dtype):
+    torch.manual_seed(0)
+    x = torch.ones(200_000, dtype=dtype, requires_grad=True)
+    y = Dropout(0.2).train()(x)
+    dropped = (y == 0).float().mean().item()
+    assert dropped == pytest.approx(0.2, abs=0.005)
+    assert torch.all((y == 0) | (y == 1.25))
+    y.sum().backward()
+    assert x.grad.dtype == dtype and torch.equal(x.grad.float(), y.detach().float())  # kept ones pass 1.25
+
+
+def test_dropout_draws_the_same_mask_from_the_same_seed_and_is_off_in_eval():
+    x = torch.randn(4, 8, 16)
+    masks = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        masks.append(Dropout(0.5).train()(x) == 0)
+    assert torch.equal(masks[0], masks[1])
+    assert torch.equal(Dropout(0.5).eval()(x), x)

@@ -27,20 +27,28 @@ def train(
         help="Fine-tune: a new run starting from this run's weights (and model keys), or `latest`.")] = None,
     init_checkpoint: Annotated[Which | None, typer.Option(
         help="With --init-from: its best weights or its last ones \\[default: best].", show_default=False)] = None,
+    time_budget: Annotated[str | None, typer.Option("--time", help=(
+        "A time budget, e.g. 90s, 10m or 1.5h: the schedule ends when it is spent, evaluations "
+        "included (the same as --set train.max_minutes=M)."))] = None,
 ) -> None:
     """Train a model; weights, metrics and status go to a new directory under runs/.
 
     The same seed gives the same losses bit for bit on the same CPU; on CUDA and MPS up to rounding only.
 
     Examples: gptiny train configs/shakespeare-cpu.toml --set train.max_iters=200;
-    gptiny train --resume latest; gptiny train configs/shakespeare.toml --nproc 2
+    gptiny train configs/shakespeare-cpu.toml --time 5m; gptiny train --resume latest;
+    gptiny train configs/shakespeare.toml --nproc 2
     (or torchrun --nproc-per-node 2 -m gptiny_cli train configs/shakespeare.toml);
     gptiny train configs/shakespeare-cpu.toml --init-from runs/<id> --set data.path=data/mine
     """
     from gptiny_cli.training import distributed
+    from gptiny_cli.training.budget import parse_minutes
     from gptiny_cli.training.launch import run_local
     from gptiny_cli.training.plan import TrainRequest
 
+    if time_budget is not None:
+        with user_errors():
+            set_ = [*set_, f"train.max_minutes={parse_minutes(time_budget)!r}"]
     request = TrainRequest(config, set_, device, runs_dir, name, resume, run_dir, init_from,
                            init_checkpoint.value if init_checkpoint else None)
     if nproc is not None:
@@ -128,13 +136,15 @@ def _stopped_at_once(session, signum: int | None) -> None:
 
 def _show_training(session, should_stop):
     from rich.live import Live
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from gptiny_cli.report.progress import TrainView, plain_line, render
     from gptiny_cli.report.tblog import logged
     from gptiny_cli.training.loop import EvalStats, Finished, run
 
-    view = TrainView(session.config.train.max_iters, baselines=session.corpus.meta.get("baselines"))
+    t = session.config.train
+    view = TrainView(t.max_iters, t.max_minutes * 60 or None, iter=session.iter, elapsed_s=session.elapsed_s,
+                     baselines=session.corpus.meta.get("baselines"))
     events = run(session, should_stop)
     if session.config.log.tensorboard:
         events = logged(events, session.run_dir, session.iter)
@@ -147,15 +157,16 @@ def _show_training(session, should_stop):
                 out.print(plain_line(event, view.baselines), highlight=False, soft_wrap=True)
                 last_print = time.monotonic()
         raise AssertionError("training ended without a Finished event")
-    bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.fields[label]}"), TimeRemainingColumn(),
                    console=out)
-    task = bar.add_task("train", total=view.max_iters, completed=session.iter)
+    done, total = view.progress()
+    task = bar.add_task("train", total=total, completed=done, label=view.progress_label())
     with Live(Group(bar, render(view)), console=out, refresh_per_second=4) as live:
         for event in events:
             if isinstance(event, Finished):
                 return event
             view.update(event)
-            bar.update(task, completed=event.iter)
+            bar.update(task, completed=view.progress()[0], label=view.progress_label())
             live.update(Group(bar, render(view)))
     raise AssertionError("training ended without a Finished event")
 

@@ -14,11 +14,14 @@ LN2 = math.log(2)
 
 @dataclass
 class TrainView:
-    """What the display knows: every evaluation so far and the latest logged step."""
+    """What the display knows: every evaluation so far, the latest logged step, how far the run is."""
 
     max_iters: int
+    budget_s: float | None = None  # a time budget: progress is then time, not steps
     evals: list[EvalStats] = field(default_factory=list)
     last_step: StepStats | None = None
+    iter: int = 0
+    elapsed_s: float = 0.0
     baselines: dict | None = None  # the data's unigram and bigram val losses (meta.json), if it has them
 
     def update(self, event: StepStats | EvalStats | Finished) -> None:
@@ -26,6 +29,19 @@ class TrainView:
             self.evals.append(event)
         elif isinstance(event, StepStats):
             self.last_step = event
+        if isinstance(event, (StepStats, EvalStats)):
+            self.iter, self.elapsed_s = event.iter, event.elapsed_s
+
+    def progress(self) -> tuple[float, float]:
+        """How far the run is, and of how much: seconds of its time budget, or steps."""
+        if self.budget_s:
+            return min(self.elapsed_s, self.budget_s), self.budget_s
+        return self.iter, self.max_iters
+
+    def progress_label(self) -> str:
+        if self.budget_s:
+            return f"{_duration(self.elapsed_s)}/{_duration(self.budget_s)} (iter {self.iter})"
+        return f"{self.iter}/{self.max_iters}"
 
 
 def _duration(seconds: float) -> str:
@@ -52,8 +68,9 @@ def render(view: TrainView) -> Table:
     best = min((e.val_loss for e in view.evals), default=None)
     for e in view.evals:
         style = "bold green" if e.val_loss == best else None
-        table.add_row(f"{e.iter}/{view.max_iters}", f"{e.train_loss:.4f}", f"{e.val_loss:.4f}",
-                      f"{e.val_loss / LN2:.3f}", f"{e.epoch:.2f}", _duration(e.elapsed_s), style=style)
+        at = str(e.iter) if view.budget_s else f"{e.iter}/{view.max_iters}"
+        table.add_row(at, f"{e.train_loss:.4f}", f"{e.val_loss:.4f}", f"{e.val_loss / LN2:.3f}", f"{e.epoch:.2f}",
+                      _duration(e.elapsed_s), style=style)
     if view.last_step:
         s = view.last_step
         table.caption = (f"iter {s.iter}: loss {s.loss:.4f}  lr {s.lr:.2e}  "

@@ -47,7 +47,8 @@ Writer = Callable[[Path], None]
 RESUMABLE = frozenset({
     "train.max_iters", "train.eval_interval", "train.eval_iters", "train.log_interval",
     "train.checkpoint_interval", "train.patience", "train.learning_rate", "train.grad_clip",
-    "train.batch_size", "train.grad_accum", "train.compile", "data.path", "log.tensorboard",
+    "train.batch_size", "train.grad_accum", "train.compile", "train.max_minutes", "data.path",
+    "log.tensorboard",
 })
 IDENTITY_SECTIONS = ("data", "model", "train")
 

@@ -27,7 +27,8 @@ from gptiny_cli.hardware.setup import to_device
 from gptiny_cli.model import build_model
 from gptiny_cli.store import manifest, runs, tensorfile
 from gptiny_cli.training import distributed, faults, state
-from gptiny_cli.training.schedule import learning_rate
+from gptiny_cli.training.budget import Budget, Clock
+from gptiny_cli.training.schedule import scheduled_lr
 from gptiny_cli.training.session import Session
 
 
@@ -38,6 +39,7 @@ class StepStats:
     lr: float
     tokens_per_sec: float
     mfu: float | None  # None where the device's peak FLOP/s is unknown
+    elapsed_s: float = 0.0
 
 
 @dataclass
@@ -109,19 +111,17 @@ def full_split_loss(
     return total.item() / count
 
 
-def train_step(s: Session, poison: bool = False) -> tuple[torch.Tensor, float]:
+def train_step(s: Session, poison: bool = False, fraction: float | None = None) -> tuple[torch.Tensor, float]:
     """One optimizer step over ``grad_accum`` micro-batches on each rank; returns (this rank's loss, lr).
 
     Micro-step k of rank r is micro-batch r × grad_accum + k of the step: its data and its
     dropout are seeded by that index (``step_seed``), whoever computes it. Its (B, T+1) window
     is drawn on the CPU and sliced into inputs and targets on the device. ``poison`` makes
-    the loss NaN, as a diverging run's would be (fault injection for tests).
+    the loss NaN, as a diverging run's would be (fault injection for tests). ``fraction`` is the
+    share of a time budget spent when this step ends (``Budget.step_fraction``).
     """
     t, m = s.config.train, s.config.model
-    lr = learning_rate(
-        s.iter, base_lr=t.learning_rate, max_iters=t.max_iters, warmup_iters=t.warmup_iters,
-        decay=t.lr_decay, min_lr_fraction=t.min_lr_fraction,
-    )
+    lr = scheduled_lr(t, s.iter, fraction)
     for group in s.optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
     total = torch.zeros((), device=s.device)
@@ -167,9 +167,10 @@ def _save(s: Session, best: bool, watch: faults.LossWatch) -> None:
         raise faults.cannot_write(s, err) from None
 
 
-def _evaluate(s: Session, watch: faults.LossWatch) -> EvalStats:
+def _evaluate(s: Session, watch: faults.LossWatch, budget: Budget) -> EvalStats:
     watch.check(s)
-    train_loss, val_loss = estimate_loss(s)
+    with budget.evaluation():
+        train_loss, val_loss = estimate_loss(s)
     if not math.isfinite(val_loss):
         raise faults.diverged(s, s.iter)
     is_best = val_loss < s.best_val
@@ -197,26 +198,27 @@ def _write_metrics(s: Session, row: dict) -> None:
 
 
 def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, window_start: float,
-              watch: faults.LossWatch) -> StepStats:
+              watch: faults.LossWatch, clock: Clock = time.perf_counter) -> StepStats:
     watch.check(s)
     local = loss.item()
     # Only now, with the loss read, has the device finished the window's steps; a clock read
     # before would miss the work still queued on a GPU and overstate tokens/s and MFU.
-    seconds = time.perf_counter() - window_start
+    seconds = clock() - window_start
     value = s.world.mean(local)  # the loss of the whole global batch
     tps = tokens / seconds if seconds > 0 else 0.0
     # MFU is per device: the job's throughput over the peak of all its devices.
     mfu = tps * s.flops_per_token / (s.peak_flops * s.world.size) if s.peak_flops else None
-    stats = StepStats(s.iter, value, lr, tps, mfu)
+    stats = StepStats(s.iter, value, lr, tps, mfu, s.elapsed_s)
     _write_metrics(s, {"iter": s.iter, "loss": value, "lr": lr,
                        "tokens_per_sec": round(tps, 1), "mfu": None if mfu is None else round(mfu, 4)})
     return stats
 
 
-def run(s: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
-    """The training loop. Marks the run failed (or interrupted) if anything escapes it."""
+def run(s: Session, should_stop: Callable[[], bool] = lambda: False,
+        clock: Clock = time.perf_counter) -> Iterator[Event]:
+    """The training loop, timed by ``clock`` (seconds). Marks the run failed (or interrupted) if anything escapes it."""
     try:
-        yield from _loop(s, should_stop)
+        yield from _loop(s, should_stop, Budget(s, clock))
     except BaseException as err:
         if s.info["status"] != "running":  # closed after Finished: the run already has its status
             raise
@@ -228,38 +230,39 @@ def run(s: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator
         s.close()
 
 
-def _loop(s: Session, should_stop: Callable[[], bool]) -> Iterator[Event]:
-    t = s.config.train
+def _loop(s: Session, should_stop: Callable[[], bool], budget: Budget) -> Iterator[Event]:
+    t, clock = s.config.train, budget.clock
     tokens_per_step = _tokens_per_step(s)
     resumed_at = s.iter if s.iter > 0 else None
     watch, nan_at = faults.LossWatch(s.device), faults.nan_at()
     early_stopped, interrupted = False, False
-    window_start, window_steps = time.perf_counter(), 0
-    clock, elapsed_before = time.perf_counter(), s.elapsed_s
+    window_start, window_steps = clock(), 0
     while True:
-        s.elapsed_s = elapsed_before + time.perf_counter() - clock
-        due = s.iter % t.eval_interval == 0 or s.iter == t.max_iters
+        budget.tick()
+        due = (s.iter % t.eval_interval == 0 and budget.eval_fits()) or s.iter == t.max_iters or budget.up()
         if due and s.iter != resumed_at:
-            yield _evaluate(s, watch)
-            window_start, window_steps = time.perf_counter(), 0
+            yield _evaluate(s, watch, budget)
+            window_start, window_steps = clock(), 0
             if t.patience and s.evals_since_best >= t.patience:
                 early_stopped = True
-        if s.iter >= t.max_iters or early_stopped:
+        if s.iter >= t.max_iters or early_stopped or budget.up():
             break
         if _stop_agreed(s, should_stop):
             interrupted = True
             _save(s, False, watch)
             break
-        loss, lr = train_step(s, poison=s.iter + 1 == nan_at)
+        budget.step_began()
+        loss, lr = train_step(s, poison=s.iter + 1 == nan_at, fraction=budget.step_fraction())
+        budget.step_ended()
         faults.kill_if_asked(s)
         watch.record(loss, s.iter)
         window_steps += 1
         if s.iter % t.log_interval == 0:
-            yield _log_step(s, loss, lr, tokens_per_step * window_steps, window_start, watch)
-            window_start, window_steps = time.perf_counter(), 0
+            yield _log_step(s, loss, lr, tokens_per_step * window_steps, window_start, watch, clock)
+            window_start, window_steps = clock(), 0
         if s.iter % t.checkpoint_interval == 0 and s.iter % t.eval_interval != 0 and s.iter < t.max_iters:
             _save(s, False, watch)
-    yield _finish(s, interrupted, early_stopped)
+    yield _finish(s, interrupted, early_stopped, budget)
 
 
 def _stop_agreed(s: Session, should_stop: Callable[[], bool]) -> bool:
@@ -273,7 +276,7 @@ def _stop_agreed(s: Session, should_stop: Callable[[], bool]) -> bool:
     return s.iter % s.config.train.log_interval == 0 and s.world.any(should_stop())
 
 
-def _finish(s: Session, interrupted: bool, early_stopped: bool) -> Finished:
+def _finish(s: Session, interrupted: bool, early_stopped: bool, budget: Budget) -> Finished:
     final = None
     if not interrupted and s.world.is_main:
         best = build_model(s.config.model, s.corpus.vocab.size).to(s.device)
@@ -281,6 +284,7 @@ def _finish(s: Session, interrupted: bool, early_stopped: bool) -> Finished:
         c = s.config
         final = full_split_loss(best, s.corpus.val, c.model.block_size, c.train.batch_size,
                                 s.device, s.precision)
+    budget.tick()  # the whole-split evaluation counts as training time, and against a budget
     s.info.update(
         status="interrupted" if interrupted else "completed",
         ended_at=datetime.now(timezone.utc).isoformat(),

@@ -29,6 +29,9 @@ def _finished_message(session: Session, info: dict, changes: dict[str, Any]) -> 
     if at >= t.max_iters:
         return (f"{session.run_dir} already finished at iteration {at}; to train further, add "
                 f"--set train.max_iters=N with N > {at}")
+    if t.max_minutes and not info.get("early_stopped") and "train.max_minutes" not in changes:
+        return (f"{session.run_dir} already used its time budget of {t.max_minutes:g} minutes; to train "
+                f"further, give a longer one: --time DURATION (or --set train.max_minutes=M, M > {t.max_minutes:g})")
     if info.get("early_stopped") and not changes.keys() & {"train.patience", "train.max_iters"}:
         return (f"{session.run_dir} stopped early at iteration {at} (no better val loss in {t.patience} "
                 f"evaluations); to train further, add --set train.patience=N with N > {t.patience} "

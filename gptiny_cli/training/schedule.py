@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from gptiny_cli.config import ModelConfig
+from gptiny_cli.config import ModelConfig, TrainConfig
 
 
 def learning_rate(
@@ -15,16 +15,42 @@ def learning_rate(
     warmup_iters: int = 0,
     decay: str = "cosine",
     min_lr_fraction: float = 0.1,
+    decay_fraction: float = 0.4,
+    fraction: float | None = None,
 ) -> float:
-    """Linear warm-up from ~0 to ``base_lr``, then cosine decay to ``base_lr * min_lr_fraction``."""
+    """Linear warm-up from ~0 to ``base_lr`` over ``warmup_iters`` steps, then the decay.
+
+    The decay runs on the steps after the warm-up, or, with a time budget, on ``fraction``, the
+    share of the budget spent when the step ends; whichever of the two is further along wins,
+    so the decay also ends if ``max_iters`` caps a time-budget run first.
+    """
     if warmup_iters > 0 and step < warmup_iters:
         return base_lr * (step + 1) / warmup_iters
+    progress = (step - warmup_iters) / max(1, max_iters - warmup_iters)
+    if fraction is not None:
+        progress = max(progress, fraction)
+    return base_lr * decay_factor(min(1.0, progress), decay, min_lr_fraction, decay_fraction)
+
+
+def decay_factor(progress: float, decay: str, min_lr_fraction: float, decay_fraction: float) -> float:
+    """The schedule's shape after the warm-up: a multiple of the base rate for ``progress`` in [0, 1].
+
+    ``cosine`` falls from 1 to ``min_lr_fraction`` over the whole of it; ``wsd`` (warm-up, stable,
+    decay) holds 1, then falls linearly to ``min_lr_fraction`` over the last ``decay_fraction``.
+    """
     if decay == "constant":
-        return base_lr
-    span = max(1, max_iters - warmup_iters)
-    progress = min(1.0, (step - warmup_iters) / span)
-    min_lr = base_lr * min_lr_fraction
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (base_lr - min_lr)
+        return 1.0
+    if decay == "wsd":
+        into = (progress - (1.0 - decay_fraction)) / decay_fraction
+        return 1.0 - (1.0 - min_lr_fraction) * min(1.0, max(0.0, into))
+    return min_lr_fraction + 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - min_lr_fraction)
+
+
+def scheduled_lr(t: TrainConfig, step: int, fraction: float | None = None) -> float:
+    """``learning_rate`` for a run's [train] settings."""
+    return learning_rate(step, base_lr=t.learning_rate, max_iters=t.max_iters, warmup_iters=t.warmup_iters,
+                         decay=t.lr_decay, min_lr_fraction=t.min_lr_fraction, decay_fraction=t.decay_fraction,
+                         fraction=fraction)
 
 
 def flops_per_token(cfg: ModelConfig, n_params_non_embedding: int) -> float:

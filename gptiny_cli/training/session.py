@@ -21,6 +21,7 @@ from gptiny_cli.data import Corpus, load_corpus
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.hardware import peaks
 from gptiny_cli.hardware.device import Precision, auto_compile, resolve_precision
+from gptiny_cli.hardware.memory import keep_freed_memory
 from gptiny_cli.hardware.setup import use_device
 from gptiny_cli.model import build_model, count_params
 from gptiny_cli.store import atomic, manifest, runs
@@ -54,6 +55,10 @@ class Session:
     best_val: float = math.inf
     evals_since_best: int = 0
     elapsed_s: float = 0.0
+    # How long the latest evaluation took and a step takes (a running mean): a time budget's
+    # plan for the time left (training.budget).
+    eval_s: float = 0.0
+    step_s: float = 0.0
     metrics: runs.MetricsLog | None = field(default=None, repr=False)  # rank 0's only
     lock: RunLock | None = field(default=None, repr=False)  # rank 0's only
 
@@ -88,6 +93,8 @@ def build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Session
     check_config_against_data(config, corpus)
     dev = use_device(world.device, tf32=True)
     precision = resolve_precision(config.train.dtype, dev)
+    if dev.type == "cpu":
+        keep_freed_memory()  # a step reuses its activations' memory instead of faulting it in again
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
     model = build_model(config.model, corpus.vocab.size).to(dev)
     counts = count_params(model)

@@ -3,9 +3,10 @@
 ``state.safetensors`` holds the optimizer moments, by parameter name. No random generator
 state is needed: every random draw of a step (its batches and its dropout) is seeded by the
 step itself (``data.step_seed``). ``state.json`` holds the rest: step, best val loss and the
-evaluations since it, the learning rate the schedule gives the next step, elapsed time
-and the loss scaler. The weights and the manifest that ties them together are
-``checkpoint`` and ``manifest``'s business.
+evaluations since it, the learning rate the schedule gives the next step, elapsed time (a
+time budget's schedule goes on from it), how long an evaluation and a step take, and the loss
+scaler. The weights and the manifest that ties them together are ``checkpoint`` and
+``manifest``'s business.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 from gptiny_cli.data import Vocab
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.store import manifest, tensorfile
-from gptiny_cli.training.schedule import learning_rate
+from gptiny_cli.training.budget import fraction_spent
+from gptiny_cli.training.schedule import scheduled_lr
 
 if TYPE_CHECKING:
     from gptiny_cli.training.session import Session
@@ -34,9 +36,8 @@ def _param_names(model: torch.nn.Module) -> dict[int, str]:
 
 
 def next_lr(s: Session) -> float:
-    t = s.config.train
-    return learning_rate(s.iter, base_lr=t.learning_rate, max_iters=t.max_iters, warmup_iters=t.warmup_iters,
-                         decay=t.lr_decay, min_lr_fraction=t.min_lr_fraction)
+    """For a time budget, approximately: the next step's rate depends on when it ends."""
+    return scheduled_lr(s.config.train, s.iter, fraction_spent(s))
 
 
 def state_tensors(s: Session) -> dict[str, torch.Tensor]:
@@ -57,6 +58,8 @@ def state_meta(s: Session) -> dict[str, Any]:
         "best_val": s.best_val if math.isfinite(s.best_val) else None,
         "evals_since_best": s.evals_since_best,
         "elapsed_s": s.elapsed_s,
+        "eval_s": s.eval_s,
+        "step_s": s.step_s,
         "scaler": s.scaler.state_dict() if s.scaler else None,
     }
 
@@ -109,6 +112,7 @@ def load_checkpoint(s: Session) -> None:
     s.best_val = math.inf if meta["best_val"] is None else float(meta["best_val"])
     s.evals_since_best = meta["evals_since_best"]
     s.elapsed_s = float(meta["elapsed_s"])
+    s.eval_s, s.step_s = float(meta.get("eval_s", 0.0)), float(meta.get("step_s", 0.0))
     if s.scaler and meta.get("scaler"):
         try:
             s.scaler.load_state_dict(meta["scaler"])
@@ -122,12 +126,14 @@ def _read_meta(path: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError):
         raise GptinyError(f"{path} is damaged: not JSON") from None
     types = {"format": int, "iter": int, "best_val": (float, int, type(None)), "evals_since_best": int,
-             "elapsed_s": (float, int)}
+             "elapsed_s": (float, int), "eval_s": (float, int), "step_s": (float, int)}
+    optional = {"eval_s": 0.0, "step_s": 0.0}  # absent from checkpoints before time budgets
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise GptinyError(f"{path} is not gptiny training state (format {FORMAT})")
     for key, kind in types.items():
-        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
-            raise GptinyError(f"{path} is damaged: {key} is {meta.get(key)!r}")
+        value = meta.get(key, optional.get(key))
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise GptinyError(f"{path} is damaged: {key} is {value!r}")
     return meta
 
 
