@@ -152,3 +152,9 @@ def test_ctrl_c_while_streaming_keeps_what_was_printed(run_dir):
     assert text.startswith("BOB") and text.endswith("\n") and len(text) >= 40
     assert set(text) <= set(TINY_TEXT)
     assert "Traceback" not in errors.decode() and "interrupted" in errors.decode()
+
+
+def test_a_seed_beyond_64_bits_is_a_one_line_error(run_dir):
+    result = gptiny("sample", str(run_dir), "--tokens", "5", "--seed", str(2**64))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "seed 18446744073709551616 is out of range" in result.stderr

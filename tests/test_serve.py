@@ -102,6 +102,7 @@ BAD = [
     ({"prompt": "A", "top_p": 0}, "top_p", "a number in (0, 1]"),
     ({"prompt": "A", "top_k": 2.5}, "top_k", "must be an integer"),
     ({"prompt": "A", "seed": "x"}, "seed", "must be an integer"),
+    ({"prompt": "A", "seed": 2**64}, "seed", "must be an integer from"),
     ({"prompt": "A", "stream": "yes"}, "stream", "true or false"),
     ({"prompt": "A", "stop": ["a", "b"]}, "stop", "ends a sample at one"),
 ]

@@ -53,7 +53,7 @@ def sample(
     Examples: gptiny sample latest --tokens 500; gptiny sample runs/<id> --prompt "ROMEO:" --temperature 0.8;
     gptiny sample latest --num-samples 4 --stop $'\\n\\n' --json
     """
-    from gptiny_cli.generation.sample import SampleText, generate
+    from gptiny_cli.generation.sample import SampleText, generate, seeded_generator
     from gptiny_cli.store.runs import load_run, resolve_run
 
     with user_errors():
@@ -66,7 +66,7 @@ def sample(
         text = _read_prompt(prompt, prompt_file)
         _check_prompt(text, loaded.vocab, "--prompt-file" if prompt_file else "--prompt")
         model, dev = _for_inference(loaded.model, device, precision.value)
-    generator = _generator(dev, seed)
+        generator = seeded_generator(dev, seed)
     err.print(f"sampling {n} characters × {num_samples} from {loaded.weights}", highlight=False)
     steps = generate(model, loaded.vocab.encode(text), n, num_samples=num_samples, temperature=temp, top_k=k,
                      top_p=top_p, generator=generator, use_cache=kv_cache, start_token=loaded.vocab.start_token)
@@ -88,18 +88,6 @@ def _for_inference(model, device: str, precision: str):
     dev = use_device(pick_device(device), tf32=False)
     chosen = auto_sample_precision(dev)[0] if precision == "auto" else precision
     return for_inference(model, chosen, dev), dev
-
-
-def _generator(device, seed: int | None):
-    """The random source of the draws: seeded for reproducible samples, else from the OS."""
-    import torch
-
-    generator = torch.Generator(device=device)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator
 
 
 def _check_prompt(text: str, vocab, source: str) -> None:

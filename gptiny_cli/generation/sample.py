@@ -25,8 +25,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from gptiny_cli.errors import GptinyError
 from gptiny_cli.generation.inference import one_position
 from gptiny_cli.model import Bigram
+
+SEEDS = range(-(2**63), 2**64)  # what torch.Generator.manual_seed takes: a signed or unsigned 64-bit integer
+
+
+def seeded_generator(device: torch.device | str, seed: int | None) -> torch.Generator:
+    """The random source of the draws on ``device``: seeded for reproducible text, else from the OS."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    elif seed in SEEDS:
+        generator.manual_seed(seed)
+    else:
+        raise GptinyError(f"seed {seed} is out of range: give an integer from {SEEDS.start} to {SEEDS.stop - 1}")
+    return generator
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from gptiny_cli.generation.sample import SampleText
+from gptiny_cli.generation.sample import SampleText, seeded_generator
 from gptiny_cli.serve.batch import Completion, Stream, batch_decoder, batched_step
 
 # What a job delivers, in order: ("text", sample, piece) as sample texts grow, ("end", sample,
@@ -128,12 +128,8 @@ class Engine:
     def _begin(self, job: Job) -> list[_Active]:
         """The job in flight, its prompt fed; none if that failed (and the job was told)."""
         c = job.completion
-        generator = torch.Generator(device=self.device)
-        if c.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(c.seed)
         try:
+            generator = seeded_generator(self.device, c.seed)
             with torch.inference_mode():
                 stream = Stream(self.model, c, generator, self.start_token)
         except Exception as error:  # handed to the request, which reports it

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from gptiny_cli.data import Vocab
+from gptiny_cli.generation.sample import SEEDS
 from gptiny_cli.serve.batch import Completion
 
 MAX_N = 16
@@ -133,8 +134,8 @@ def parse_completion(body: dict, vocab: Vocab, limits: Limits, defaults: Default
     top_p = _number(body, "top_p", 1.0, 0.0, 1.0, low_open=True)
     top_k = _int(body, "top_k", defaults.top_k, 0)
     seed = body.get("seed")
-    if seed is not None and not is_int(seed):
-        raise _wrong("seed", "an integer", seed)
+    if seed is not None and not (is_int(seed) and seed in SEEDS):
+        raise _wrong("seed", f"an integer from {SEEDS.start} to {SEEDS.stop - 1}", seed)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _wrong("stream", "true or false", stream)
