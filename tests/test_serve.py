@@ -99,6 +99,7 @@ BAD = [
     ({"prompt": "A", "max_tokens": 501}, "max_tokens", "above this server's limit of 500"),
     ({"prompt": "A", "max_tokens": 0}, "max_tokens", "an integer of at least 1"),
     ({"prompt": "A", "n": 17}, "n", "at most 16 samples"),
+    ({"prompt": ["A"] * 17}, "prompt", "at most 16 per request"),
     ({"prompt": "A", "top_p": 0}, "top_p", "a number in (0, 1]"),
     ({"prompt": "A", "top_k": 2.5}, "top_k", "must be an integer"),
     ({"prompt": "A", "seed": "x"}, "seed", "must be an integer"),

@@ -61,6 +61,7 @@ def serve(
         with user_errors():
             engine, vocab, options, where = _load(run, runs_dir, checkpoint.value, device, precision, queue_size)
         options.api_key, options.limits.max_tokens, options.cors_origins = key, max_tokens, cors_origin or []
+        options.limits.max_prompts = min(options.limits.max_prompts, queue_size)
         _announce(host, sock.getsockname()[1], key, where)
         uvicorn.Server(uvicorn.Config(create_app(engine, vocab, options), log_level="warning")).run(sockets=[sock])
 

@@ -26,6 +26,9 @@ class Limits:
 
     max_tokens: int = 2000
     max_n: int = MAX_N
+    # Each prompt takes a place in the queue: more than it holds could never be accepted, and a
+    # 503 would tell the client to retry for ever. ``gptiny serve`` lowers it to --queue-size.
+    max_prompts: int = MAX_N
 
 
 @dataclass
@@ -92,11 +95,14 @@ def _number(body: dict, param: str, default: float, low: float, high: float, low
     return float(value)
 
 
-def _prompts(body: dict, vocab: Vocab) -> list[str]:
+def _prompts(body: dict, vocab: Vocab, most: int) -> list[str]:
     prompt = body.get("prompt", "")
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise _wrong("prompt", "a string or a non-empty list of strings", prompt)
+    if len(prompts) > most:
+        raise ApiError(400, f"'prompt' has {len(prompts)} strings; at most {most} per request", param="prompt",
+                       code="invalid_value")
     check_characters("prompt", "".join(prompts), vocab)
     return prompts
 
@@ -122,7 +128,7 @@ def _stop(body: dict) -> str:
 
 def parse_completion(body: dict, vocab: Vocab, limits: Limits, defaults: Defaults) -> list[Completion]:
     """One ``Completion`` per prompt of a /v1/completions body, or the ApiError for its first fault."""
-    prompts = _prompts(body, vocab)
+    prompts = _prompts(body, vocab, limits.max_prompts)
     max_tokens = _int(body, "max_tokens", defaults.max_tokens, 1)
     if max_tokens > limits.max_tokens:
         raise ApiError(400, f"'max_tokens' is {max_tokens}, above this server's limit of {limits.max_tokens}",
