@@ -70,6 +70,17 @@ def test_a_grown_vocabulary_keeps_old_rows_bit_equal_and_new_rows_freshly_initia
         session.close()
 
 
+def test_weights_that_do_not_fit_leave_no_run_directory_behind(data_dir):
+    parent = train_tiny(data_dir, name="parent")
+    request = TrainRequest(write_config(Path("child.toml"), tiny_raw(data_dir)), [], "cpu", Path("runs"), "child",
+                           init_from=str(parent))
+    planned = plan(request, distributed.single("cpu"))
+    planned.parent.state["tok_emb.weight"] = torch.zeros(1, 1, 1)  # as a parent of another shape would be
+    with pytest.raises(GptinyError, match="tok_emb.weight does not fit"):
+        build_session(planned, distributed.single("cpu"))
+    assert sorted(p.name for p in Path("runs").iterdir()) == [parent.name]
+
+
 def test_a_vocabulary_that_does_not_extend_the_parents_says_how_to_prepare_the_data(data_dir):
     parent = train_tiny(data_dir, name="parent")
     data = _other_data("foreign", "completely different characters: 0123456789 XYZ\n" * 20)

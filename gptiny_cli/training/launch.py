@@ -13,8 +13,7 @@ from pathlib import Path
 
 from gptiny_cli.data import load_corpus
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.store import runs
-from gptiny_cli.training import distributed, finetune
+from gptiny_cli.training import distributed
 from gptiny_cli.training.distributed import World
 from gptiny_cli.training.plan import Plan, TrainRequest, plan
 from gptiny_cli.training.resume import reopen
@@ -22,21 +21,11 @@ from gptiny_cli.training.session import Session, check_config_against_data, open
 
 
 def build_session(planned: Plan, world: World) -> Session:
-    """The session a plan describes: a new run opened, or an existing one reopened at its checkpoint."""
+    """The session a plan describes: a new run opened (from a parent's weights when it has one), or an
+    existing one reopened at its checkpoint."""
     if planned.kind == "new":
-        session = open_new(planned, world)
-        if planned.parent is not None:
-            _start_from(session, planned.parent)
-        return session
+        return open_new(planned, world)
     return reopen(planned, world)
-
-
-def _start_from(session: Session, parent: finetune.Parent) -> None:
-    """A fine-tuned run: the fresh model takes the parent's weights, and run.json says whose."""
-    finetune.grow_into(session.model, parent.state)
-    session.info["init_from"] = parent.record()
-    if session.world.is_main:
-        runs.write_run_info(session.run_dir, session.info)
 
 
 def _precheck(request: TrainRequest, nproc: int) -> None:

@@ -26,7 +26,7 @@ from gptiny_cli.hardware.setup import use_device
 from gptiny_cli.model import build_model, count_params
 from gptiny_cli.store import atomic, manifest, runs
 from gptiny_cli.store.runlock import RunLock
-from gptiny_cli.training import distributed
+from gptiny_cli.training import distributed, finetune
 from gptiny_cli.training.distributed import World
 from gptiny_cli.training.optim import make_optimizer
 from gptiny_cli.training.plan import Plan, plan_new
@@ -147,6 +147,9 @@ def open_new(planned: Plan, world: World) -> Session:
         info["elastic_run_id"] = world.run_id  # how a restarted job finds its run again
     # Build first: a bad config or missing data must not leave an empty run directory behind.
     session = build(config, world, Path(), info)
+    if planned.parent is not None:  # fine-tuning: the parent's weights, and run.json says whose from the start
+        finetune.grow_into(session.model, planned.parent.state)
+        info["init_from"] = planned.parent.record()
     if world.is_main:
         session.run_dir = (runs.create_run_dir(planned.runs_dir, planned.name) if run_dir is None
                            else _claim(Path(run_dir)))
