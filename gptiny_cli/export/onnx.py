@@ -82,12 +82,6 @@ def _block(block: Block, x: torch.Tensor, rope: Rotary | None, mask: torch.Tenso
     return x + block.ffn(block.ln2(x)), k, v
 
 
-def empty_cache(model: GPT, batch: int) -> torch.Tensor:
-    """A (L, B, H, 0, D) cache: what a prompt is fed with."""
-    c = model.cfg
-    return torch.zeros(c.n_layer, batch, c.n_head, 0, c.n_embd // c.n_head)
-
-
 def _example(model: GPT) -> tuple[torch.Tensor, ...]:
     # Sizes of 2 and more: tracing specialises the sizes 0 and 1, which the graph must still take.
     c = model.cfg

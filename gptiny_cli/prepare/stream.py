@@ -59,10 +59,3 @@ def code_points(text: str) -> np.ndarray:
     if text.isascii():
         return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
     return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
-
-
-def count_code_points(counts: np.ndarray, points: np.ndarray) -> None:
-    """Add the occurrences of each code point in ``points`` to ``counts`` (indexed by code point)."""
-    if len(points):
-        found = np.bincount(points)
-        counts[: len(found)] += found
