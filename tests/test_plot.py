@@ -57,7 +57,7 @@ def test_the_suffix_picks_the_format_and_an_unknown_one_is_refused():
 
 def test_an_image_path_that_cannot_be_written_is_refused_in_one_line():
     Path("notes").write_text("a file, not a folder")
-    with pytest.raises(GptinyError, match="--out notes/loss.png: cannot write it there"):
+    with pytest.raises(GptinyError, match="--out notes/loss.png: notes is a file, not a directory"):
         save_figure(loss_figure([("a", history(1.0))]), Path("notes/loss.png"))
 
 

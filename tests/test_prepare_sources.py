@@ -128,7 +128,7 @@ def test_an_absolute_glob_is_refused_in_one_line():
 
 def test_an_output_below_a_file_is_refused_in_one_line(corpus_file):
     _write("notes", "a file, not a folder\n")
-    with pytest.raises(GptinyError, match="--out notes/data: cannot write there"):
+    with pytest.raises(GptinyError, match="--out notes/data: notes is a file, not a directory"):
         prepare_corpus([str(corpus_file)], Path("notes/data"))
     assert Path("notes").read_text() == "a file, not a folder\n"
 

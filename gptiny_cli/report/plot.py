@@ -77,5 +77,5 @@ def save_figure(figure: Figure, out: Path) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_with(out, lambda tmp: figure.savefig(tmp, format=kind, dpi=110))
     except OSError as err:
-        raise GptinyError(f"--out {out}: cannot write it there ({err.strerror or err})") from None
+        raise atomic.cannot_write(out, "--out", err) from None
     return out

@@ -66,6 +66,14 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def cannot_write(target: Path, option: str, err: OSError) -> GptinyError:
+    """The one-line error for an output path that cannot be written; it names a file in the way."""
+    in_the_way = next((p for p in Path(target).parents if p.exists()), None)
+    if in_the_way is not None and not in_the_way.is_dir():
+        return GptinyError(f"{option} {target}: {in_the_way} is a file, not a directory")
+    return GptinyError(f"{option} {target}: cannot write there ({err.strerror or err})")
+
+
 def staging_dir(target: Path, option: str = "--out") -> Path:
     """A fresh, empty directory beside ``target`` (its parents created) to fill and then swap in
     with ``replace_dir``; a target that cannot be written there is an error naming ``option``."""
@@ -74,7 +82,7 @@ def staging_dir(target: Path, option: str = "--out") -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     except OSError as err:
-        raise GptinyError(f"{option} {target}: cannot write there ({err.strerror or err})") from None
+        raise cannot_write(target, option, err) from None
     staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; give it a normal directory's mode
     return staging
 
