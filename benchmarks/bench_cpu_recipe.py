@@ -85,8 +85,12 @@ def one_run(args: argparse.Namespace, lever: str, seed: int | None, data: Path, 
     overrides = [*LEVERS[lever], *args.overrides] + ([f"train.seed={seed}"] if seed is not None else [])
     wall, run_dir = train_to_end(args.config, data, runs, overrides, quiet=True)
     info = json.loads((run_dir / "run.json").read_text())
+    # The last estimate of both splits: their gap says whether the model is over- or under-fitting.
+    rows = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    last = [row for row in rows if "val_loss" in row][-1]
     return {"lever": lever, "seed": seed, "overrides": overrides, "final_val_loss": info["final_val_loss"],
-            "best_val_loss": info["best_val_loss"], "iters": info["iters"], "parameters": info["parameters"],
+            "best_val_loss": info["best_val_loss"], "last_train_loss": round(last["train_loss"], 4),
+            "last_val_loss": round(last["val_loss"], 4), "iters": info["iters"], "parameters": info["parameters"],
             "wall_s": round(wall, 1), "train_s": info["train_seconds"], "dtype": info["dtype"]}
 
 

@@ -75,11 +75,26 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, dropo
     if T == 1:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
     if T == n and T <= window:
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16 and T <= 512:
+            return causal_attention(q, k, v, dropout)
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
     query_pos = torch.arange(n - T, n, device=q.device)[:, None]  # (T, 1)
     key_pos = torch.arange(n, device=q.device)[None, :]  # (1, n)
     mask = (key_pos <= query_pos) & (key_pos > query_pos - window)  # (T, n)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+    """Causal attention written out: scores, the future masked, softmax, a weighted sum of v.
+
+    In bfloat16 on a CPU this was 2-3x faster, forward and backward, than PyTorch's fused CPU
+    kernel (benchmarks/README.md); the fused kernel wins in float32 and on GPUs.
+    """
+    T = q.shape[2]
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, T, T)
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    weights = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+    return F.dropout(weights, dropout) @ v if dropout else weights @ v  # (B, H, T, D)
 
 
 class _CpuDropout(torch.autograd.Function):

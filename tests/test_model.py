@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gptiny_cli.config import ModelConfig
-from gptiny_cli.model import GPT, Dropout, build_model
+from gptiny_cli.model import GPT, Dropout, attend, build_model, causal_attention
 
 OPTIONS = [{}, {"position": "rope"}, {"tie_weights": True}]
 
@@ -80,3 +81,28 @@ def test_dropout_draws_the_same_mask_from_the_same_seed_and_is_off_in_eval():
         masks.append(Dropout(0.5).train()(x) == 0)
     assert torch.equal(masks[0], masks[1])
     assert torch.equal(Dropout(0.5).eval()(x), x)
+
+
+def test_written_out_attention_equals_the_fused_kernel_forward_and_backward():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    ours = causal_attention(q, k, v)
+    fused = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(ours, fused, atol=1e-12)
+    grads = [torch.autograd.grad(out.sum(), (q, k, v)) for out in (ours, fused)]
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(*grads, strict=True))
+
+
+def test_training_in_bfloat16_on_the_cpu_attends_with_the_written_out_form():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, dtype=torch.bfloat16) for _ in range(3))
+    assert torch.equal(attend(q, k, v, window=7), causal_attention(q, k, v))
+
+
+def test_attention_dropout_drops_whole_weights_and_keeps_their_sum_in_expectation():
+    torch.manual_seed(0)
+    q, k = torch.zeros(1, 1, 64, 4), torch.zeros(1, 1, 64, 4)
+    v = torch.ones(1, 1, 64, 4)  # every output is then the sum of a row's kept weights
+    out = causal_attention(q, k, v, dropout=0.5)
+    assert out.mean().item() == pytest.approx(1.0, abs=0.1)
+    assert not torch.allclose(out, torch.ones_like(out))
