@@ -1,0 +1,101 @@
+"""Would an average of the weights beat the weights? One run, its EMAs measured beside it.
+
+    python benchmarks/bench_ema.py [--config configs/shakespeare-cpu.toml] [--seed N]
+                                   [--ema DECAY@FRACTION ...] [--set KEY=VALUE ...]
+
+Trains the config as ``gptiny train`` does (the same session and loop, in this process, on
+Tiny Shakespeare prepared into a temporary directory) and, after every optimizer step, updates
+exponential moving averages of the weights: ``--ema 0.998@0.5`` starts one from the weights at
+half of the time budget (or of max_iters) and then mixes in 0.2% of the new weights per step.
+At the end it prints one JSON line: the whole-split val loss of the run's best weights (what
+``gptiny train`` reports) and of each average. The averages ride on the same run, so the
+comparison is paired: no seed noise between them. The averages cost the run a little time
+(one lerp over the weights per step and average), which a real feature would pay too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gptiny_cli.config import load_config  # noqa: E402
+from gptiny_cli.prepare.corpus import prepare_corpus  # noqa: E402
+from gptiny_cli.training.loop import full_split_loss, run  # noqa: E402
+from gptiny_cli.training.session import Session, setup  # noqa: E402
+
+CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+
+class Average:
+    """An EMA of a model's weights, begun once training has spent ``start`` of its length."""
+
+    def __init__(self, spec: str) -> None:
+        decay, start = spec.split("@")
+        self.spec, self.decay, self.start = spec, float(decay), float(start)
+        self.model: torch.nn.Module | None = None
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, spent: float) -> None:
+        if spent < self.start:
+            return
+        if self.model is None:
+            self.model = copy.deepcopy(model)
+            return
+        for mine, theirs in zip(self.model.parameters(), model.parameters(), strict=True):
+            mine.lerp_(theirs, 1 - self.decay)
+
+
+def spent(s: Session, began: float) -> float:
+    """The share of the run spent: of the time budget if there is one, else of max_iters."""
+    t = s.config.train
+    if t.max_minutes:
+        return (time.perf_counter() - began) / (t.max_minutes * 60)
+    return s.iter / t.max_iters
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "shakespeare-cpu.toml")
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--ema", action="append", default=[], help="DECAY@FRACTION, e.g. 0.998@0.5")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    averages = [Average(spec) for spec in args.ema or ["0.99@0.5", "0.995@0.5", "0.998@0.5", "0.998@0.75"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare_corpus(args.corpus, Path(tmp) / "data")
+        seed = [f"train.seed={args.seed}"] if args.seed is not None else []
+        config = load_config(args.config, [f"data.path={Path(tmp) / 'data'}", *seed, *args.overrides])
+        s = setup(config, device="auto", runs_dir=Path(tmp) / "runs", name="ema")
+        began, step = time.perf_counter(), s.optimizer.step
+
+        def step_and_average(*a, **k):
+            result = step(*a, **k)
+            for average in averages:
+                average.update(s.model, spent(s, began))
+            return result
+
+        s.optimizer.step = step_and_average
+        *_, finished = run(s)
+        m, t = config.model, config.train
+        row = {"config": args.config.name, "overrides": args.overrides, "seed": t.seed, "iters": finished.iter,
+               "final_val_loss": round(finished.final_val_loss, 4)}
+        for average in averages:
+            if average.model is not None:
+                loss = full_split_loss(average.model, s.corpus.val, m.block_size, t.batch_size, s.device, s.precision)
+                row[f"ema {average.spec}"] = round(loss, 4)
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
