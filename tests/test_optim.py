@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptiny_cli.training.optim import orthogonalize
+from gptiny_cli.training.optim import Muon, orthogonalize
 from gptiny_cli.training.schedule import learning_rate
 
 
@@ -31,3 +31,31 @@ def test_orthogonalize_flattens_the_singular_values(shape):
     assert torch.linalg.svdvals(g).max() / torch.linalg.svdvals(g).min() > 2
     singular = torch.linalg.svdvals(orthogonalize(g).float())
     assert singular.min() > 0.6 and singular.max() < 1.25
+
+
+def test_a_stack_of_matrices_is_orthogonalized_one_by_one():
+    torch.manual_seed(0)
+    stack = torch.randn(3, 24, 8) * torch.tensor([1.0, 10.0, 100.0])[:, None, None]  # norms far apart
+    together = orthogonalize(stack)
+    assert together.shape == stack.shape
+    for one, alone in zip(together, stack, strict=True):
+        assert torch.equal(one, orthogonalize(alone))
+
+
+def test_muon_moves_each_matrix_as_if_updated_alone():
+    """Batching matrices of one shape is only a speed-up: the step equals one matrix at a time."""
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(12, 4)) for _ in range(3)] + [torch.nn.Parameter(torch.randn(4, 4))]
+    grads = [torch.randn_like(w) for w in weights]
+    together = Muon([{"params": weights, "muon": True, "weight_decay": 0.1}], lr=0.02, betas=(0.9, 0.95))
+    alone = [Muon([{"params": [w.detach().clone().requires_grad_()], "muon": True, "weight_decay": 0.1}],
+                  lr=0.02, betas=(0.9, 0.95)) for w in weights]
+    for _ in range(2):
+        for w, g, opt in zip(weights, grads, alone, strict=True):
+            w.grad = g.clone()
+            opt.param_groups[0]["params"][0].grad = g.clone()
+        together.step()
+        for opt in alone:
+            opt.step()
+    for w, opt in zip(weights, alone, strict=True):
+        assert torch.equal(w, opt.param_groups[0]["params"][0])

@@ -18,19 +18,21 @@ def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """Approximately U V^T for g = U S V^T, by a quintic Newton–Schulz iteration in bf16 (fp32 where
     the device has no bf16: MPS before macOS 14).
 
-    The coefficients make the iteration push every singular value quickly into roughly
-    [0.7, 1.2]; exact orthogonality is not needed for a good update.
+    ``g`` is one (m, n) matrix or a stack (N, m, n) of them, each orthogonalized on its own: a
+    stack turns many small matmuls into a few batched ones. The coefficients make the iteration
+    push every singular value quickly into roughly [0.7, 1.2]; exact orthogonality is not needed
+    for a good update.
     """
     a, b, c = 3.4445, -4.7750, 2.0315
     x = g.to(matmul_dtype(g.device))
-    tall = x.size(0) > x.size(1)
+    tall = x.size(-2) > x.size(-1)
     if tall:
-        x = x.T
-    x = x / (x.norm() + 1e-7)  # singular values now at most 1
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # singular values now at most 1
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if tall else x).to(g.dtype)
+    return (x.mT if tall else x).to(g.dtype)
 
 
 class Muon(torch.optim.Optimizer):
@@ -48,26 +50,33 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 - torch's signature
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if group["muon"]:
-                    self._muon_update(p, group)
-                else:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not group["muon"]:
+                for p in params:
                     self._adamw_update(p, group)
+                continue
+            by_shape: dict[torch.Size, list[torch.Tensor]] = {}
+            for p in params:
+                by_shape.setdefault(p.shape, []).append(p)
+            for same in by_shape.values():  # one batched orthogonalization per shape: every layer's qkv at once
+                self._muon_update(same, group)
 
-    def _muon_update(self, p: torch.Tensor, group: dict) -> None:
-        state = self.state[p]
-        if not state:
-            state["momentum_buffer"] = torch.zeros_like(p)
-        buf = state["momentum_buffer"]
-        buf.mul_(group["momentum"]).add_(p.grad)
-        nesterov = p.grad.add(buf, alpha=group["momentum"])
-        update = orthogonalize(nesterov)
+    def _muon_update(self, params: list[torch.Tensor], group: dict) -> None:
+        """Update matrices of one shape: momentum, then its orthogonalized Nesterov step."""
+        directions = []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            buf = state["momentum_buffer"]
+            buf.mul_(group["momentum"]).add_(p.grad)
+            directions.append(p.grad.add(buf, alpha=group["momentum"]))  # Nesterov
+        updates = orthogonalize(torch.stack(directions))  # (N, m, n)
         # Scale so that tall and wide matrices get updates of similar RMS size.
-        scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
-        p.mul_(1 - group["lr"] * group["weight_decay"])
-        p.add_(update, alpha=-group["lr"] * scale)
+        scale = max(1.0, params[0].size(0) / params[0].size(1)) ** 0.5
+        for p, update in zip(params, updates, strict=True):
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+            p.add_(update, alpha=-group["lr"] * scale)
 
     def _adamw_update(self, p: torch.Tensor, group: dict) -> None:
         state = self.state[p]
