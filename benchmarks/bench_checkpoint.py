@@ -55,8 +55,8 @@ def main() -> None:
         session = setup(config, device="cpu", runs_dir=Path(tmp) / "runs", name="bench")
         for _ in range(2):
             train_step(session)
-        best = timed(lambda: state.save_checkpoint(session, best=True), args.repeats)
-        shared = timed(lambda: state.save_checkpoint(session, best=False), args.repeats)
+        best = timed(lambda: state.save_checkpoint(session, best=session.model), args.repeats)
+        shared = timed(lambda: state.save_checkpoint(session, best=None), args.repeats)
         ckpt = session.run_dir / manifest.CURRENT
         sizes = {p.name: p.stat().st_size for p in ckpt.iterdir()}
 

@@ -108,6 +108,10 @@ class TrainConfig:
     # A time budget for the training loop and its evaluations, in minutes (0: none, the steps
     # decide); the schedule then runs on the fraction of it spent. max_iters still caps the steps.
     max_minutes: float = 0.0
+    # An exponential moving average of the weights, begun when ema_start of the run is done (of the
+    # time budget, or of max_iters), saved as the best weights when its val loss is lower. 0: off.
+    ema_decay: float = 0.0
+    ema_start: float = 0.5
     checkpoint_interval: int = 500
     patience: int = 0
 
@@ -131,6 +135,10 @@ class TrainConfig:
         _check(0.0 < self.decay_fraction <= 1.0, "train.decay_fraction", "must be in (0, 1]", self.decay_fraction)
         _check(math.isfinite(self.max_minutes) and self.max_minutes >= 0, "train.max_minutes",
                "must be a number of minutes, or 0 for no time budget", self.max_minutes)
+        _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1) (0 turns the average off)",
+               self.ema_decay)
+        _check(0.0 <= self.ema_start < 1.0, "train.ema_start", "must be in [0, 1): the share of the run done",
+               self.ema_start)
         _choice("train.optimizer", self.optimizer, ("adamw", "muon"))
         _check(math.isfinite(self.muon_lr) and self.muon_lr > 0, "train.muon_lr", "must be a positive number",
                self.muon_lr)

@@ -78,7 +78,7 @@ def assert_same_run(straight: Path, other: Path) -> None:
 def losses(run_dir: Path) -> list[tuple]:
     """Each metrics row's iteration and losses, without timings."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["iter"], r.get("loss"), r.get("train_loss"), r.get("val_loss")) for r in rows]
+    return [(r["iter"], r.get("loss"), r.get("train_loss"), r.get("val_loss"), r.get("ema_val_loss")) for r in rows]
 
 
 def run_info(run_dir: Path) -> dict:

@@ -43,6 +43,7 @@ VARIANTS = {
     "adamw-dropout": ({"dropout": 0.1}, {}),
     "muon-tied-rope-accum": ({"tie_weights": True, "position": "rope", "dropout": 0.1},
                              {"optimizer": "muon", "grad_accum": 2}),
+    "muon-ema": ({}, {"optimizer": "muon", "ema_decay": 0.8, "ema_start": 0.2}),  # the average begins before the cut
 }
 
 

@@ -63,14 +63,17 @@ def render(view: TrainView) -> Table:
     note = baseline_note(view.baselines)
     title = f"gptiny train (val baselines: {note[2:]})" if note else "gptiny train"
     table = Table(title=title, title_justify="left", expand=False)
-    for name in ("iter", "train loss", "val loss", "val bits/char", "epoch", "elapsed"):
+    averaged = any(e.average_val_loss is not None for e in view.evals)
+    for name in ("iter", "train loss", "val loss", "val bits/char", *(("ema val",) if averaged else ()),
+                 "epoch", "elapsed"):
         table.add_column(name, justify="right")
-    best = min((e.val_loss for e in view.evals), default=None)
+    best = min((_lowest(e) for e in view.evals), default=None)
     for e in view.evals:
-        style = "bold green" if e.val_loss == best else None
+        style = "bold green" if _lowest(e) == best else None
         at = str(e.iter) if view.budget_s else f"{e.iter}/{view.max_iters}"
-        table.add_row(at, f"{e.train_loss:.4f}", f"{e.val_loss:.4f}", f"{e.val_loss / LN2:.3f}", f"{e.epoch:.2f}",
-                      _duration(e.elapsed_s), style=style)
+        ema = () if not averaged else ("" if e.average_val_loss is None else f"{e.average_val_loss:.4f}",)
+        table.add_row(at, f"{e.train_loss:.4f}", f"{e.val_loss:.4f}", f"{e.val_loss / LN2:.3f}", *ema,
+                      f"{e.epoch:.2f}", _duration(e.elapsed_s), style=style)
     if view.last_step:
         s = view.last_step
         table.caption = (f"iter {s.iter}: loss {s.loss:.4f}  lr {s.lr:.2e}  "
@@ -78,11 +81,17 @@ def render(view: TrainView) -> Table:
     return table
 
 
+def _lowest(e: EvalStats) -> float:
+    """The val loss of the better of the weights and their average."""
+    return e.val_loss if e.average_val_loss is None else min(e.val_loss, e.average_val_loss)
+
+
 def plain_line(event: StepStats | EvalStats, baselines: dict | None = None) -> str:
     """One log line for a non-terminal stdout."""
     if isinstance(event, EvalStats):
+        ema = "" if event.average_val_loss is None else f" ema val {event.average_val_loss:.4f}"
         return (f"eval iter {event.iter}: train {event.train_loss:.4f} val {event.val_loss:.4f} "
-                f"({event.val_loss / LN2:.3f} bits/char{baseline_note(baselines)}) epoch {event.epoch:.2f} "
+                f"({event.val_loss / LN2:.3f} bits/char{baseline_note(baselines)}){ema} epoch {event.epoch:.2f} "
                 f"elapsed {_duration(event.elapsed_s)}{' best' if event.is_best else ''}")
     return (f"iter {event.iter}: loss {event.loss:.4f} lr {event.lr:.2e} "
             f"{event.tokens_per_sec:,.0f} tok/s mfu {_mfu(event.mfu)}")

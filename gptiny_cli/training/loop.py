@@ -26,7 +26,7 @@ from gptiny_cli.hardware.device import Precision, sum_dtype
 from gptiny_cli.hardware.setup import to_device
 from gptiny_cli.model import build_model
 from gptiny_cli.store import manifest, runs, tensorfile
-from gptiny_cli.training import distributed, faults, state
+from gptiny_cli.training import average, distributed, faults, state
 from gptiny_cli.training.budget import Budget, Clock
 from gptiny_cli.training.schedule import scheduled_lr
 from gptiny_cli.training.session import Session
@@ -50,6 +50,7 @@ class EvalStats:
     elapsed_s: float
     epoch: float
     is_best: bool
+    average_val_loss: float | None = None  # the val loss of the weights' average (train.ema_decay)
 
 
 @dataclass
@@ -71,8 +72,9 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: Precisi
 
 
 @torch.no_grad()
-def estimate_loss(s: Session) -> tuple[float, float]:
-    """Mean loss over ``eval_iters`` random batches of each split, in eval mode.
+def estimate_loss(s: Session, model: nn.Module | None = None, splits: tuple[str, ...] = ("train", "val"),
+                  ) -> list[float]:
+    """Mean loss of ``model`` (default: the one training) over ``eval_iters`` random batches per split.
 
     The batches come from a generator seeded by the step, so an estimate does not depend on
     how the run got there (straight through or resumed). Ranks share the batches out and sum
@@ -80,20 +82,20 @@ def estimate_loss(s: Session) -> tuple[float, float]:
     device until the split is done: one wait for the GPU per split, not per batch.
     """
     t, m, world = s.config.train, s.config.model, s.world
-    s.forward.eval()
+    model = s.forward if model is None else model
+    model.eval()
     totals = []
-    for split in (s.corpus.train, s.corpus.val):
+    for split in splits:
         gen = torch.Generator().manual_seed(t.seed * 1_000_003 + s.iter)
         total = torch.zeros((), dtype=sum_dtype(s.device), device=s.device)
         for i in range(t.eval_iters):
-            window = get_windows(split, t.batch_size, m.block_size, gen)  # every rank draws every batch
+            window = get_windows(getattr(s.corpus, split), t.batch_size, m.block_size, gen)  # every rank draws all
             if i % world.size == world.rank:
                 window = to_device(window, s.device)
-                total += _loss(s.forward, window[:, :-1], window[:, 1:], s.precision)
+                total += _loss(model, window[:, :-1], window[:, 1:], s.precision)
         totals.append(total.item())
     s.forward.train()
-    train_total, val_total = world.sum(totals)
-    return train_total / t.eval_iters, val_total / t.eval_iters
+    return [total / t.eval_iters for total in world.sum(totals)]
 
 
 @torch.no_grad()
@@ -151,8 +153,8 @@ def train_step(s: Session, poison: bool = False, fraction: float | None = None) 
     return total, lr
 
 
-def _save(s: Session, best: bool, watch: faults.LossWatch) -> None:
-    """Commit a checkpoint, never of weights a non-finite loss has already damaged."""
+def _save(s: Session, best: nn.Module | None, watch: faults.LossWatch) -> None:
+    """Commit a checkpoint (with ``best`` as the best weights, if given), never of damaged weights."""
     watch.check(s)
     finite = torch.stack([p.isfinite().all() for p in s.model.parameters()]).all()
     if not finite.item():
@@ -171,18 +173,24 @@ def _evaluate(s: Session, watch: faults.LossWatch, budget: Budget) -> EvalStats:
     watch.check(s)
     with budget.evaluation():
         train_loss, val_loss = estimate_loss(s)
+        average_val = estimate_loss(s, s.average, ("val",))[0] if s.average is not None else None
     if not math.isfinite(val_loss):
         raise faults.diverged(s, s.iter)
-    is_best = val_loss < s.best_val
+    # The best weights are the training ones or their average, whichever did better.
+    lowest, weights = (average_val, s.average) if average_val is not None and average_val < val_loss else (
+        val_loss, s.model)
+    is_best = lowest < s.best_val
     if is_best:
-        s.best_val, s.evals_since_best = val_loss, 0
+        s.best_val, s.evals_since_best = lowest, 0
     else:
         s.evals_since_best += 1
     tokens_seen = s.iter * _tokens_per_step(s)
-    stats = EvalStats(s.iter, train_loss, val_loss, s.elapsed_s, tokens_seen / len(s.corpus.train), is_best)
+    stats = EvalStats(s.iter, train_loss, val_loss, s.elapsed_s, tokens_seen / len(s.corpus.train), is_best,
+                      average_val)
     _write_metrics(s, {"iter": s.iter, "train_loss": train_loss, "val_loss": val_loss,
+                       **({} if average_val is None else {"ema_val_loss": average_val}),
                        "elapsed_s": round(s.elapsed_s, 3), "epoch": round(stats.epoch, 4)})
-    _save(s, is_best, watch)
+    _save(s, weights if is_best else None, watch)
     return stats
 
 
@@ -249,10 +257,12 @@ def _loop(s: Session, should_stop: Callable[[], bool], budget: Budget) -> Iterat
             break
         if _stop_agreed(s, should_stop):
             interrupted = True
-            _save(s, False, watch)
+            _save(s, None, watch)
             break
         budget.step_began()
-        loss, lr = train_step(s, poison=s.iter + 1 == nan_at, fraction=budget.step_fraction())
+        fraction = budget.step_fraction()
+        loss, lr = train_step(s, poison=s.iter + 1 == nan_at, fraction=fraction)
+        average.update(s, fraction)
         budget.step_ended()
         faults.kill_if_asked(s)
         watch.record(loss, s.iter)
@@ -261,7 +271,7 @@ def _loop(s: Session, should_stop: Callable[[], bool], budget: Budget) -> Iterat
             yield _log_step(s, loss, lr, tokens_per_step * window_steps, window_start, watch, clock)
             window_start, window_steps = clock(), 0
         if s.iter % t.checkpoint_interval == 0 and s.iter % t.eval_interval != 0 and s.iter < t.max_iters:
-            _save(s, False, watch)
+            _save(s, None, watch)
     yield _finish(s, interrupted, early_stopped, budget)
 
 

@@ -59,6 +59,7 @@ class Session:
     # plan for the time left (training.budget).
     eval_s: float = 0.0
     step_s: float = 0.0
+    average: nn.Module | None = None  # the weights' moving average, once begun (training.average)
     metrics: runs.MetricsLog | None = field(default=None, repr=False)  # rank 0's only
     lock: RunLock | None = field(default=None, repr=False)  # rank 0's only
 

@@ -1,6 +1,7 @@
 """A session's checkpoint: everything exact resume needs, saved and restored without pickle.
 
-``state.safetensors`` holds the optimizer moments, by parameter name. No random generator
+``state.safetensors`` holds the optimizer moments, by parameter name, and the weights' moving
+average once it has begun (``training.average``). No random generator
 state is needed: every random draw of a step (its batches and its dropout) is seeded by the
 step itself (``data.step_seed``). ``state.json`` holds the rest: step, best val loss and the
 evaluations since it, the learning rate the schedule gives the next step, elapsed time (a
@@ -21,6 +22,7 @@ import torch
 from gptiny_cli.data import Vocab
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.store import manifest, tensorfile
+from gptiny_cli.training import average
 from gptiny_cli.training.budget import fraction_spent
 from gptiny_cli.training.schedule import scheduled_lr
 
@@ -41,12 +43,16 @@ def next_lr(s: Session) -> float:
 
 
 def state_tensors(s: Session) -> dict[str, torch.Tensor]:
+    """The optimizer's tensors (``optim.NAME.SLOT``) and the weights' average, if any (``ema.NAME``)."""
     tensors = {}
     names = _param_names(s.model)
     for group in s.optimizer.param_groups:
         for param in group["params"]:
             for key, value in s.optimizer.state.get(param, {}).items():
                 tensors[f"optim.{names[id(param)]}.{key}"] = value.detach().to("cpu").contiguous()
+    if s.average is not None:
+        for name, param in s.average.named_parameters():
+            tensors[f"ema.{name}"] = param.detach().to("cpu").contiguous()
     return tensors
 
 
@@ -64,8 +70,9 @@ def state_meta(s: Session) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(s: Session, best: bool) -> None:
-    """Commit a checkpoint of the session; the best weights are shared with the previous one unless ``best``."""
+def save_checkpoint(s: Session, best: torch.nn.Module | None) -> None:
+    """Commit a checkpoint of the session with ``best`` as its best weights (the training model or
+    the weights' average); without it, the best weights are shared with the previous checkpoint."""
     run_dir = s.run_dir
     previous_best = run_dir / manifest.CURRENT / manifest.BEST
     tensors = state_tensors(s)
@@ -75,7 +82,10 @@ def save_checkpoint(s: Session, best: bool) -> None:
         tensorfile.write_weights(path, s.model, s.config.model, s.corpus.vocab.size)
 
     def write_best(path: Path) -> None:
-        source = path.with_name(manifest.LAST) if best or not previous_best.is_file() else previous_best
+        if best is not None and best is not s.model:
+            tensorfile.write_weights(path, best, s.config.model, s.corpus.vocab.size)
+            return
+        source = path.with_name(manifest.LAST) if best is not None or not previous_best.is_file() else previous_best
         manifest.link_or_copy(source, path)
 
     writers = {
@@ -108,6 +118,7 @@ def load_checkpoint(s: Session) -> None:
                           f"{recorded['step']}")
     tensors = _read_state_tensors(ckpt / manifest.STATE_TENSORS, s, meta["iter"])
     _restore_optimizer(s, tensors)
+    _restore_average(s, tensors)
     s.iter = meta["iter"]
     s.best_val = math.inf if meta["best_val"] is None else float(meta["best_val"])
     s.evals_since_best = meta["evals_since_best"]
@@ -144,6 +155,9 @@ def _expected_state(s: Session, entries: tensorfile.Entries) -> tensorfile.Entri
     for key, (shape, _) in entries.items():
         if key.startswith("rng."):
             expected[key] = (shape, "U8")  # generator states that checkpoints before per-step seeding carry
+        elif key.startswith("ema.") and key.removeprefix("ema.") in params:
+            param = params[key.removeprefix("ema.")]
+            expected[key] = (tuple(param.shape), tensorfile.dtype_name(param.dtype))
         elif key.startswith("optim."):
             name, _, slot = key.removeprefix("optim.").rpartition(".")
             if name in params:
@@ -173,12 +187,19 @@ def _missing_moments(s: Session, entries: tensorfile.Entries) -> list[str]:
     return missing
 
 
+def _missing_average(s: Session, entries: tensorfile.Entries) -> list[str]:
+    """The weights' average is saved whole or not at all."""
+    if not any(key.startswith("ema.") for key in entries):
+        return []
+    return [f"ema.{name}" for name in _param_names(s.model).values() if f"ema.{name}" not in entries]
+
+
 def _read_state_tensors(path: Path, s: Session, step: int) -> dict[str, torch.Tensor]:
     metadata, entries = tensorfile.read_header(path)
     if metadata.get("iter") != str(step):
         raise GptinyError(f"{path} is for iteration {metadata.get('iter')}, state.json for {step}")
     tensorfile.compare_entries(path, entries, _expected_state(s, entries), "this model's training state")
-    missing = _missing_moments(s, entries)
+    missing = _missing_moments(s, entries) + _missing_average(s, entries)
     if missing:
         raise GptinyError(f"{path} does not match this model's training state: missing {', '.join(missing)}")
     return tensorfile.read_tensors(path)
@@ -197,3 +218,12 @@ def _restore_optimizer(s: Session, tensors: dict[str, torch.Tensor]) -> None:
                 state_dict["state"][index] = entry
             index += 1
     s.optimizer.load_state_dict(state_dict)
+
+
+def _restore_average(s: Session, tensors: dict[str, torch.Tensor]) -> None:
+    if not any(key.startswith("ema.") for key in tensors):
+        return
+    s.average = average.new_average(s.model)
+    with torch.no_grad():
+        for name, param in s.average.named_parameters():
+            param.copy_(tensors[f"ema.{name}"])
