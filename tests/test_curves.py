@@ -48,6 +48,14 @@ def test_train_and_val_share_one_scale():
     assert bars(train) == "▁▁▁▁" and bars(val) == "████"
 
 
+def test_the_best_val_loss_counts_the_weights_average_where_it_did_better():
+    history = LossHistory(steps=[], evals=[(0, 4.0, 4.1), (10, 2.0, 2.2)], averages=[(10, 2.1)])
+    _, val, _ = loss_curve(history, width=4)
+    assert "best 2.1000, the weights' average" in val
+    worse = LossHistory(steps=[], evals=[(0, 4.0, 4.1), (10, 2.0, 2.2)], averages=[(10, 2.3)])
+    assert "best 2.2000)" in loss_curve(worse, width=4)[1]
+
+
 def test_no_evaluation_means_no_curve():
     assert loss_curve(LossHistory(steps=[(5, 3.0)], evals=[])) == []
 

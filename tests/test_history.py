@@ -73,6 +73,15 @@ def test_history_skips_a_line_torn_by_a_crash():
     assert history.evals == [(0, 4.0, 4.1)] and history.steps == [(5, 3.5)]
 
 
+def test_history_keeps_the_val_loss_of_the_weights_average_where_a_run_logged_one():
+    run_dir = Path("run")
+    run_dir.mkdir()
+    rows = [{"iter": 0, "train_loss": 4.0, "val_loss": 4.1}, {"iter": 9, "train_loss": 2.0, "val_loss": 2.2,
+                                                            "ema_val_loss": 2.1}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert read_history(run_dir).averages == [(9, 2.1)]
+
+
 def test_runs_command_prints_a_table_and_json_with_the_same_runs(data_dir):
     first = train_tiny(data_dir, name="first")
     second = train_tiny(data_dir, name="second", max_iters=10)

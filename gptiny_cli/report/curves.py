@@ -54,7 +54,8 @@ def loss_curve(history: LossHistory, width: int = 48) -> list[str]:
     """Train and val loss over iterations on one shared scale, as a few lines of text.
 
     Train is every logged step's batch loss together with the evaluations' train estimates
-    (the only train figure at iteration 0), val is every evaluation. Empty before the first evaluation.
+    (the only train figure at iteration 0), val is every evaluation; its best counts the weights'
+    average (train.ema_decay) where it did better. Empty before the first evaluation.
     """
     if not history.evals:
         return []
@@ -67,8 +68,10 @@ def loss_curve(history: LossHistory, width: int = 48) -> list[str]:
     shown = [v for columns in rows.values() for v in columns if v is not None]
     lo, hi = min(shown), max(shown)
     (_, train_first, val_first), (_, train_last, val_last) = history.evals[0], history.evals[-1]
+    best = min(v for _, v in val + history.averages)
+    whose = ", the weights' average" if best < min(v for _, v in val) else ""
     details = {"train": f"{train_first:.4f} → {train_last:.4f}",
-               "val": f"{val_first:.4f} → {val_last:.4f} (best {min(v for _, v in val):.4f})"}
+               "val": f"{val_first:.4f} → {val_last:.4f} (best {best:.4f}{whose})"}
     lines = [f"{label:<5} │{sparkline(columns, lo, hi)}│ {details[label]}" for label, columns in rows.items()]
     lines.append(f"{'':<5}  iter {first} … {last}; ▁ is {lo:.3f}, █ is {hi:.3f}")
     return lines

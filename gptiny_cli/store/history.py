@@ -102,6 +102,7 @@ class LossHistory:
 
     steps: list[tuple[int, float]] = field(default_factory=list)  # (iter, training-batch loss)
     evals: list[tuple[int, float, float]] = field(default_factory=list)  # (iter, train loss, val loss)
+    averages: list[tuple[int, float]] = field(default_factory=list)  # (iter, val loss of the weights' average)
 
 
 def read_history(run_dir: Path) -> LossHistory:
@@ -115,6 +116,8 @@ def read_history(run_dir: Path) -> LossHistory:
             row = json.loads(line)
             if "val_loss" in row:
                 history.evals.append((int(row["iter"]), float(row["train_loss"]), float(row["val_loss"])))
+                if "ema_val_loss" in row:
+                    history.averages.append((int(row["iter"]), float(row["ema_val_loss"])))
             elif "loss" in row:
                 history.steps.append((int(row["iter"]), float(row["loss"])))
         except (ValueError, KeyError, TypeError, AttributeError):
