@@ -39,6 +39,14 @@ def test_without_logged_steps_train_comes_from_the_evaluations():
     assert list(train.get_ydata()) == [4.0, 3.0]
 
 
+def test_a_run_with_an_average_of_its_weights_draws_its_val_loss_in_the_runs_colour():
+    run = LossHistory(steps=[], evals=[(0, 4.0, 4.1), (10, 3.0, 3.2), (20, 2.0, 2.4)], averages=[(10, 3.1), (20, 2.2)])
+    lines = {line.get_label(): line for line in loss_figure([("a", run)]).axes[0].get_lines()}
+    average = lines["a val (weights' average)"]
+    assert list(average.get_xdata()) == [10, 20] and list(average.get_ydata()) == [3.1, 2.2]
+    assert average.get_color() == lines["a val"].get_color()
+
+
 def test_the_log_option_makes_the_loss_axis_logarithmic():
     assert loss_figure([("a", history(1.0))], log_scale=True).axes[0].get_yscale() == "log"
 

@@ -39,6 +39,9 @@ def _draw_run(ax, label: str, history: LossHistory, colour: str) -> None:
     if history.evals:
         ax.plot(eval_iters, [v for _, _, v in history.evals], color=colour, marker="o", markersize=3,
                 linewidth=1.6, label=f"{label} val")
+    if history.averages:  # train.ema_decay: the weights' average, from where it began
+        ax.plot([it for it, _ in history.averages], [v for _, v in history.averages], color=colour,
+                marker="s", markersize=3, linestyle=":", linewidth=1.2, label=f"{label} val (weights' average)")
 
 
 def loss_figure(runs: list[tuple[str, LossHistory]], log_scale: bool = False) -> Figure:
