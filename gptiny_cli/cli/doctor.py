@@ -47,7 +47,9 @@ def describe(found: dict) -> list[str]:
         lines.append(f"  {label} = {str(choice['value']).lower()}: {choice['why']}")
     flags = ", ".join(f"{name} {_yes(c[key])}" for key, name in (("avx512", "AVX-512"),
                                                                    ("avx512_bf16", "AVX512-BF16"), ("amx", "AMX")))
-    lines += ["", f"cpu: {c['model']}; torch kernels {c['torch_capability']}; {flags}; "
+    held = f" (held down by {', '.join(c['held_down_by'])})" if c["held_down_by"] else ""
+    lines += ["", f"cpu: {c['model']}; computes as class {c['class']}{held}: torch kernels {c['torch_capability']}, "
+                  f"oneDNN {c['onednn_limit'] or 'unlimited'}; {flags}; "
                   f"torch uses {c['torch_threads']} of {c['logical_cores']} logical cores"]
     speed = f"{m['flops'] / 1e12:.2f} TFLOP/s" if m["flops"] >= 1e12 else f"{m['flops'] / 1e9:.0f} GFLOP/s"
     against = (f", {m['fraction_of_peak']:.0%} of the {m['peak_flops'] / 1e12:g} TFLOP/s peak ({m['peak_source']})"

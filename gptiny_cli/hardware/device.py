@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -45,12 +46,44 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 instructions (AVX512-BF16 or AMX), where bf16 beats fp32."""
+    """True where torch computes bf16 with the CPU's bf16 instructions (AVX512-BF16 or AMX), the one
+    class of CPU on which bf16 beats fp32 (elsewhere bf16 is emulated, several times slower).
+
+    It follows what torch is allowed to use, not only what the chip has: ``ATEN_CPU_CAPABILITY``
+    below AVX512 or ``ONEDNN_MAX_CPU_ISA`` below AVX512_CORE_BF16 hold torch down to an older
+    class, and then gptiny chooses exactly as on a CPU of that class.
+    """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and bool(
-            {"avx512_bf16", "amx_bf16"} & cpu_flags())
+        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+    return (onednn and bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+            and torch.backends.cpu.get_cpu_capability() == "AVX512" and _onednn_allows_bf16(onednn_isa_limit()))
+
+
+def onednn_isa_limit() -> str | None:
+    """The instruction set oneDNN (torch's CPU matmuls) is held to by ``ONEDNN_MAX_CPU_ISA``; None: no limit."""
+    value = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return value if value and value not in ("ALL", "DEFAULT") else None
+
+
+def _onednn_allows_bf16(limit: str | None) -> bool:
+    """oneDNN's names of the sets that include bf16 instructions: AVX512_CORE_BF16 and every later one."""
+    return limit is None or any(word in limit for word in ("BF16", "FP16", "AMX", "AVX10"))
+
+
+def cpu_class() -> str:
+    """The class of CPU torch computes as here: ``avx512-bf16``, ``avx512``, ``avx2`` or ``default``
+    (lower, or not x86); the figures in benchmarks/README.md are given per class."""
+    if cpu_has_native_bf16():
+        return "avx512-bf16"
+    capability = torch.backends.cpu.get_cpu_capability()
+    limit = onednn_isa_limit()
+    if capability == "AVX512" and (limit is None or limit.startswith("AVX512") or "AVX10" in limit):
+        return "avx512"
+    if capability in ("AVX512", "AVX2") and (limit is None or limit.startswith(("AVX2", "AVX512", "AVX10"))):
+        return "avx2"
+    return "default"
 
 
 @functools.cache
@@ -89,7 +122,10 @@ def bf16_usable(device: torch.device) -> bool:
 
 
 def matmul_dtype(device: torch.device) -> torch.dtype:
-    """Muon's Newton–Schulz step: bf16 where it works, else fp32 (MPS before macOS 14)."""
+    """Muon's Newton–Schulz step: bf16 where it is fast, else fp32 (MPS before macOS 14, CPUs without
+    bf16 instructions, where bf16 matmuls are emulated: 70% of an AVX2 CPU's training step)."""
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     return torch.bfloat16 if bf16_usable(device) else torch.float32
 
 
@@ -124,7 +160,8 @@ def auto_dtype(device: torch.device) -> tuple[str, str]:
     if device.type == "cpu":
         if cpu_has_native_bf16():
             return "bfloat16", "this CPU has bf16 instructions (AVX512-BF16 or AMX)"
-        return "float32", "this CPU has no bf16 instructions, so bf16 would be slower than fp32"
+        return "float32", (f"this CPU computes as class {cpu_class()}, without bf16 instructions, where bf16 is "
+                           "emulated and slower than fp32")
     return "float32", f"mixed precision is not chosen by itself on {device.type}"
 
 

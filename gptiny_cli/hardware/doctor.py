@@ -49,7 +49,7 @@ def versions() -> dict:
 def devices() -> list[dict]:
     """The CPU, every CUDA GPU torch sees, and Apple's GPU when MPS is available."""
     found = [{"device": "cpu", "name": cpu_model(), "memory_gb": None, "capability": None,
-              "bf16": "native" if hw.cpu_has_native_bf16() else "no bf16 instructions (slower than fp32)"}]
+              "bf16": _cpu_bf16()}]
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)
@@ -94,9 +94,25 @@ def cpu() -> dict:
     def has(*names: str) -> bool | None:
         return any(n in flags for n in names) if flags else None
 
-    return {"model": cpu_model(), "torch_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"model": cpu_model(), "class": hw.cpu_class(), "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_limit": hw.onednn_isa_limit(), "held_down_by": _held_down_by(),
             "avx512": has("avx512f"), "avx512_bf16": has("avx512_bf16"), "amx": has("amx_tile", "amx_bf16"),
             "torch_threads": torch.get_num_threads(), "logical_cores": os.cpu_count()}
+
+
+def _cpu_bf16() -> str:
+    if hw.cpu_has_native_bf16():
+        return "native"
+    if {"avx512_bf16", "amx_bf16"} & hw.cpu_flags():
+        held = " and ".join(_held_down_by())
+        return f"not used: torch is held to the {hw.cpu_class()} class by {held} (slower than fp32)"
+    return "no bf16 instructions (slower than fp32)"
+
+
+def _held_down_by() -> list[str]:
+    """The environment variables that hold torch to an older class of CPU than the chip's."""
+    names = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+    return [f"{name}={os.environ[name]}" for name in names if os.environ.get(name)]
 
 
 def matmul(dev: torch.device, dtype: torch.dtype, seconds: float) -> dict:
