@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from baseline import check
+from otherload import OtherLoad
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -60,6 +61,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_class() -> str:
+    """The class torch computes as in the training subprocess (it inherits our environment)."""
+    probe = "from gptiny_cli.hardware.device import cpu_class; print(cpu_class())"
+    return subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True,
+                          cwd=ROOT).stdout.strip()
+
+
 def prepare(corpus: Path, out: Path) -> None:
     """Prepare the corpus with the real CLI, as a user would."""
     subprocess.run([sys.executable, "-m", "gptiny_cli", "prepare", str(corpus), "--out", str(out)],
@@ -83,7 +91,8 @@ def train_to_end(config: Path, data: Path, runs: Path, overrides: list[str],
 def one_run(args: argparse.Namespace, lever: str, seed: int | None, data: Path, runs: Path) -> dict:
     """Train once with a lever's overrides (and a seed); what the run reached, as a JSON-able row."""
     overrides = [*LEVERS[lever], *args.overrides] + ([f"train.seed={seed}"] if seed is not None else [])
-    wall, run_dir = train_to_end(args.config, data, runs, overrides, quiet=True)
+    with OtherLoad() as load:
+        wall, run_dir = train_to_end(args.config, data, runs, overrides, quiet=True)
     info = json.loads((run_dir / "run.json").read_text())
     # The last estimate of both splits: their gap says whether the model is over- or under-fitting.
     rows = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
@@ -91,7 +100,8 @@ def one_run(args: argparse.Namespace, lever: str, seed: int | None, data: Path, 
     return {"lever": lever, "seed": seed, "overrides": overrides, "final_val_loss": info["final_val_loss"],
             "best_val_loss": info["best_val_loss"], "last_train_loss": round(last["train_loss"], 4),
             "last_val_loss": round(last["val_loss"], 4), "iters": info["iters"], "parameters": info["parameters"],
-            "wall_s": round(wall, 1), "train_s": info["train_seconds"], "dtype": info["dtype"]}
+            "wall_s": round(wall, 1), "train_s": info["train_seconds"], "dtype": info["dtype"],
+            "cpu_class": cpu_class(), "other_load": round(load.share, 3)}
 
 
 def parse_args() -> argparse.Namespace:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +32,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.otherload import OtherLoad  # noqa: E402
 from gptiny_cli.data import Vocab  # noqa: E402
 from gptiny_cli.generation.inference import PRECISIONS, for_inference  # noqa: E402
 from gptiny_cli.generation.sample import generate  # noqa: E402
@@ -66,26 +65,6 @@ def make_run(config: Path, corpus: Path, tmp: Path) -> Path:
            "--set", "train.batch_size=2", "--set", "train.compile=false")
     (run_dir,) = (tmp / "runs").iterdir()
     return run_dir
-
-
-class OtherLoad:
-    """How busy other processes kept the machine's cores meanwhile (the figures need it near 0)."""
-
-    def __enter__(self) -> OtherLoad:
-        self.start = self._busy_and_own()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        (busy0, own0, t0), (busy1, own1, t1) = self.start, self._busy_and_own()
-        self.share = max(0.0, (busy1 - busy0) - (own1 - own0)) / ((t1 - t0) * (os.cpu_count() or 1))
-
-    @staticmethod
-    def _busy_and_own() -> tuple[float, float, float]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-        me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        own = me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
-        return busy, own, time.monotonic()
 
 
 def chars_per_second(model, tokens: int, batch: int, use_cache: bool) -> float:
