@@ -129,6 +129,40 @@ def test_the_budget_holds_back_time_for_the_last_evaluation_and_the_whole_split(
     session.close()
 
 
+def test_an_average_yet_to_begin_doubles_the_last_estimate_it_holds_back(data_dir):
+    # The latest evaluation (2 s) covered the weights alone; the last one will also cover their average.
+    session = setup(config_from_dict(budget_raw(data_dir, ema_decay=0.9, ema_start=0.8)), device="cpu")
+    now = [0.0]
+    budget = Budget(session, lambda: now[0])
+    session.eval_s, session.step_s = 2.0, 1.0
+    end = 30 - 2.0 * (2 + whole_split_ratio(session))
+    now[0] = end - 1.0
+    budget.tick()
+    assert not budget.up()
+    now[0] = end - 0.5
+    budget.tick()
+    assert budget.up()
+    session.close()
+
+
+def test_an_evaluation_that_covered_the_average_counts_as_two_models(data_dir):
+    session = setup(config_from_dict(budget_raw(data_dir, ema_decay=0.9, ema_start=0.0)), device="cpu")
+    now = [0.0]
+    budget = Budget(session, lambda: now[0])
+    session.average = session.model  # any model: only its presence matters to the budget
+    with budget.evaluation():
+        now[0] += 4.0  # both models estimated, 2 s each
+    session.step_s = 1.0
+    end = 30 - 2.0 * (2 + whole_split_ratio(session))  # not 4 s for each of the two: 2 s a model
+    now[0] = end - 1.5
+    budget.tick()
+    assert not budget.up() and session.eval_s == 4.0
+    now[0] = end - 0.5
+    budget.tick()
+    assert budget.up()
+    session.close()
+
+
 def test_resuming_a_run_whose_budget_is_spent_says_how_to_give_it_more(data_dir):
     session = setup(config_from_dict(budget_raw(data_dir)), device="cpu")
     list(loop.run(session, clock=step_clock(session)))

@@ -61,6 +61,7 @@ class Budget:
         self.ratio = whole_split_ratio(s) if minutes else 0.0
         self._before, self._start = s.elapsed_s, clock()
         self._step_start: float | None = None
+        self._eval_had_average = s.average is not None
 
     def tick(self) -> None:
         """Read the clock into ``session.elapsed_s``; with a budget, the same reading on every rank."""
@@ -71,8 +72,16 @@ class Budget:
             s.elapsed_s, s.eval_s, s.step_s = means
 
     def _end_of_training(self) -> float:
-        """When the last step must have ended: the budget less the last two evaluations."""
-        return self.total_s - self.session.eval_s * (1 + self.ratio)
+        """When the last step must have ended: the budget less the last two evaluations.
+
+        With an average of the weights the last estimate covers two models (the weights and their
+        average), also when the latest evaluation, before the average began, covered one; the
+        whole-split evaluation covers one, the best.
+        """
+        s = self.session
+        one_model = s.eval_s / (2 if self._eval_had_average else 1)
+        averaging = s.config.train.ema_decay > 0 and s.config.train.ema_start < 1
+        return self.total_s - one_model * ((2 if averaging else 1) + self.ratio)
 
     def up(self) -> bool:
         """Whether the next step would end after the time left for training."""
@@ -108,6 +117,7 @@ class Budget:
     def evaluation(self) -> Iterator[None]:
         """Time an evaluation (its duration sizes the reserve), then read the clock again."""
         began = self.clock()
+        self._eval_had_average = self.session.average is not None
         yield
         self.session.eval_s = self.clock() - began
         self.tick()
