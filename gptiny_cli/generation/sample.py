@@ -173,6 +173,13 @@ def _plain_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample:
         yield token
 
 
+def refill_positions(recent: list[torch.Tensor], token: torch.Tensor, capacity: int) -> list[torch.Tensor]:
+    """What a full fixed (learned-position) cache is refilled with: the newest half of its positions,
+    the new token last, so that the next half block of steps needs no refill."""
+    keep = capacity // 2 - 1  # 0 for a block of 2 or 3, where recent[-0:] would be the whole list
+    return [*recent[-keep:], token] if keep > 0 else [token]
+
+
 def _cached_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample: Sampler) -> Iterator[torch.Tensor]:
     """Feed the prompt once, then one position per character; refill a full fixed cache."""
     # float32 whatever the weights: a small cache, and attention in bfloat16 is slow on CPUs
@@ -186,7 +193,7 @@ def _cached_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample
         if step + 1 == n_tokens:
             return
         if cache.length == cache.capacity and not cache.rolling:
-            recent = recent[-(cache.capacity // 2 - 1) :] + [token]
+            recent = refill_positions(recent, token, cache.capacity)
             cache.length = 0
             logits = model(torch.stack(recent, dim=1), cache)[:, -1]
         else:

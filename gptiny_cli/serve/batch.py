@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptiny_cli.generation.inference import Decoder
-from gptiny_cli.generation.sample import Sampler
+from gptiny_cli.generation.sample import Sampler, refill_positions
 from gptiny_cli.model import GPT, Bigram, Block, KVCache, Rotary
 
 
@@ -85,7 +85,7 @@ class Stream:
         if self.batchable:
             self.took(self.model(self.token[:, None], self.cache)[:, -1])
             return
-        self.recent = self.recent[-(self.cache.capacity // 2 - 1) :] + [self.token]
+        self.recent = refill_positions(self.recent, self.token, self.cache.capacity)
         self.cache.length = 0
         self.logits = self.model(torch.stack(self.recent, dim=1), self.cache)[:, -1]
 
