@@ -94,7 +94,8 @@ def nanogpt_loss(nanogpt_dir: Path, checkpoint: Path, val: torch.Tensor) -> floa
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)  # nanoGPT's own file
     model = module.GPT(module.GPTConfig(**saved["model_args"]))
     model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in saved["model"].items()})
-    return whole_split(lambda x, y: model(x.contiguous(), y.contiguous())[1], val, saved["model_args"]["block_size"], model)
+    block_size = saved["model_args"]["block_size"]
+    return whole_split(lambda x, y: model(x.contiguous(), y.contiguous())[1], val, block_size, model)
 
 
 def whole_split(loss_of, val: torch.Tensor, block_size: int, model: torch.nn.Module) -> float:
