@@ -40,7 +40,7 @@ def test_the_same_step_gets_the_same_rate_for_the_same_fraction():
 
 
 def test_max_iters_ends_the_decay_when_it_comes_before_the_time():
-    lr = learning_rate(110, base_lr=1.0, max_iters=110, warmup_iters=10, fraction=0.2)
+    lr = learning_rate(109, base_lr=1.0, max_iters=110, warmup_iters=10, fraction=0.2)  # the last step
     assert lr == pytest.approx(0.1)
 
 
@@ -48,7 +48,7 @@ def test_wsd_holds_the_rate_then_decays_linearly_over_the_last_part():
     wsd = {"decay": "wsd", "decay_fraction": 0.4, "min_lr_fraction": 0.0}
     assert [by_fraction(f, **wsd) for f in (0.0, 0.3, 0.6)] == pytest.approx([1.0, 1.0, 1.0])
     assert [by_fraction(f, **wsd) for f in (0.7, 0.8, 1.0)] == pytest.approx([0.75, 0.5, 0.0])
-    by_steps = learning_rate(70, base_lr=1.0, max_iters=110, warmup_iters=10, **wsd)  # step 60 of 100
+    by_steps = learning_rate(69, base_lr=1.0, max_iters=110, warmup_iters=10, **wsd)  # 60 of 100 done
     assert by_steps == pytest.approx(1.0)
 
 

@@ -15,9 +15,15 @@ def test_warmup_rises_linearly_to_the_base_rate():
 
 
 def test_cosine_decays_to_the_floor_at_the_last_step():
-    assert learning_rate(10, base_lr=1.0, max_iters=110, warmup_iters=10) == pytest.approx(1.0)
-    assert learning_rate(60, base_lr=1.0, max_iters=110, warmup_iters=10) == pytest.approx(0.55)
-    assert learning_rate(110, base_lr=1.0, max_iters=110, warmup_iters=10, min_lr_fraction=0.1) == pytest.approx(0.1)
+    # A 110-step run trains steps 0 to 109; each step's rate is the schedule's at the step's end.
+    assert learning_rate(59, base_lr=1.0, max_iters=110, warmup_iters=10) == pytest.approx(0.55)
+    assert learning_rate(109, base_lr=1.0, max_iters=110, warmup_iters=10, min_lr_fraction=0.1) == pytest.approx(0.1)
+
+
+def test_the_decay_begins_right_after_the_warmup_reaches_the_base_rate():
+    assert learning_rate(9, base_lr=1.0, max_iters=110, warmup_iters=10) == pytest.approx(1.0)
+    after = learning_rate(10, base_lr=1.0, max_iters=110, warmup_iters=10)
+    assert 0.999 < after < 1.0
 
 
 def test_constant_schedule_stays_put_after_warmup():

@@ -20,13 +20,14 @@ def learning_rate(
 ) -> float:
     """Linear warm-up from ~0 to ``base_lr`` over ``warmup_iters`` steps, then the decay.
 
-    The decay runs on the steps after the warm-up, or, with a time budget, on ``fraction``, the
-    share of the budget spent when the step ends; whichever of the two is further along wins,
-    so the decay also ends if ``max_iters`` caps a time-budget run first.
+    Both measures are taken at the end of the step (``step`` counts from 0): the steps after the
+    warm-up done by then, or, with a time budget, ``fraction``, the share of the budget spent when
+    the step ends; whichever of the two is further along wins, so the decay also ends if
+    ``max_iters`` caps a time-budget run first, and the last step trains at the final rate.
     """
     if warmup_iters > 0 and step < warmup_iters:
         return base_lr * (step + 1) / warmup_iters
-    progress = (step - warmup_iters) / max(1, max_iters - warmup_iters)
+    progress = (step + 1 - warmup_iters) / max(1, max_iters - warmup_iters)
     if fraction is not None:
         progress = max(progress, fraction)
     return base_lr * decay_factor(min(1.0, progress), decay, min_lr_fraction, decay_fraction)
