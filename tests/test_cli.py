@@ -74,6 +74,8 @@ def test_train_overrides_from_the_command_line(config_path):
         (["--set", "model.block_size=1000"], "model.block_size = 1000 is invalid: it must be smaller than"),
         (["--set", "oops"], "use SECTION.KEY=VALUE"),
         (["--device", "tpu"], "--device 'tpu' is invalid"),
+        (["--name", "../elsewhere"], "--name '../elsewhere' is invalid"),
+        (["--name", "a/b"], "--name 'a/b' is invalid"),
     ],
 )
 def test_train_refuses_bad_settings_without_creating_a_run(config_path, args, message):

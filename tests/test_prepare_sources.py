@@ -149,3 +149,20 @@ def test_the_default_output_is_named_after_the_first_input(corpus_file):
 def test_bad_options_are_refused_before_any_input_is_read(options, message):
     with pytest.raises(GptinyError, match=message):
         prepare_corpus(["not-read-at-all.txt"], Path("data/x"), options=PrepareOptions(**options))
+
+
+def test_a_glob_that_climbs_out_of_the_folder_is_refused_in_one_line():
+    _write("secret.txt", "outside the folder\n")
+    _write("shelf/sub/a.txt", "inside\n")
+    with pytest.raises(GptinyError, match="--glob '../\\*.txt' leaves the folder"):
+        prepare_corpus(["shelf/sub"], Path("data/shelf"), options=PrepareOptions(glob="../*.txt"))
+
+
+def test_links_out_of_the_folder_are_not_followed_and_a_file_linked_twice_is_read_once():
+    _write("secret.txt", "outside the folder\n")
+    _write("shelf/a.txt", "inside the folder, long enough to split\n")
+    Path("shelf/out.txt").symlink_to(Path("secret.txt").resolve())
+    Path("shelf/again.txt").symlink_to(Path("shelf/a.txt").resolve())
+    summary = prepare_corpus(["shelf"], Path("data/shelf"))
+    assert [s["path"] for s in summary.sources] == ["shelf/a.txt"]
+    assert _joined(Path("data/shelf")) == "inside the folder, long enough to split\n"

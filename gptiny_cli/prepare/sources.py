@@ -36,14 +36,24 @@ def default_out(first_input: str | None) -> Path:
 
 
 def _directory(path: Path, glob: str) -> list[Source]:
+    """The files under ``path`` that ``glob`` matches, each once, none outside the folder."""
+    if ".." in Path(glob).parts:
+        raise GptinyError(f"--glob {glob!r} leaves the folder; give a pattern inside it, e.g. --glob '*.md'")
     try:
-        found = sorted(p for p in path.rglob(glob) if p.is_file())  # by path component: a/z.txt before a.txt
+        matched = sorted(p for p in path.rglob(glob) if p.is_file())  # by path component: a/z.txt before a.txt
     except (ValueError, NotImplementedError) as err:  # pathlib's word for an absolute or empty pattern
         raise GptinyError(f"--glob {glob!r} is invalid ({err}); give a pattern relative to the folder, "
                           "e.g. --glob '*.md'") from None
+    root, seen, found = path.resolve(), set(), []
+    for p in matched:
+        real = p.resolve()
+        # A symbolic link out of the folder is not followed, and a file reached twice is read once.
+        if real.is_relative_to(root) and real not in seen:
+            seen.add(real)
+            found.append(p)
     if not found:
-        raise GptinyError(f"no files matching {glob!r} under {path}; pass --glob to choose others "
-                          "(e.g. --glob '*.md')")
+        raise GptinyError(f"no files matching {glob!r} under {path} (links out of it are not followed); "
+                          "pass --glob to choose others (e.g. --glob '*.md')")
     return [Source(str(p), p) for p in found]
 
 

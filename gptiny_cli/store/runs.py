@@ -29,6 +29,14 @@ if TYPE_CHECKING:  # torch stays out of commands that only read run.json (runs, 
 WHICH = {"best": manifest.BEST, "last": manifest.LAST}
 
 
+def check_run_name(name: str) -> str:
+    """A run's name becomes part of its directory's: it must stay one plain path component."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name.startswith("."):
+        raise GptinyError(f"--name {name!r} is invalid: a run name cannot be empty, start with '.', or hold "
+                          "'/' or '\\'; use letters, digits, '-' or '_', e.g. --name lr3e-3")
+    return name
+
+
 def create_run_dir(runs_dir: Path, name: str, now: datetime | None = None) -> Path:
     """A new, empty ``<YYYYMMDD-HHMMSS>-<name>`` directory; a suffix keeps it unique."""
     runs_dir = Path(runs_dir)

@@ -142,7 +142,7 @@ def plan_new(config: RunConfig, name: str = "run", runs_dir: Path = Path("runs")
             same_run(Path(run_dir), config)
         elif any(Path(run_dir).iterdir()):
             raise GptinyError(f"{run_dir} is not empty and holds no gptiny run; name a new or empty run directory")
-    return Plan("new", config, run_dir, name, runs_dir)
+    return Plan("new", config, run_dir, runs.check_run_name(name), runs_dir)
 
 
 def plan_resume(run_dir: Path, overrides: list[str] = (), processes: int = 1) -> Plan:
