@@ -158,3 +158,10 @@ def test_a_seed_beyond_64_bits_is_a_one_line_error(run_dir):
     result = gptiny("sample", str(run_dir), "--tokens", "5", "--seed", str(2**64))
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "seed 18446744073709551616 is out of range" in result.stderr
+
+
+def test_stop_repeated_ends_each_sample_at_the_first_of_its_texts(run_dir):
+    result = gptiny("sample", str(run_dir), "--tokens", "300", "--stop", " ", "--stop", "e", "--num-samples", "4",
+                    "--json", "--seed", "1")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(r["stopped"] and " " not in r["text"] and "e" not in r["text"] for r in records)

@@ -74,6 +74,14 @@ def test_a_stop_string_ends_the_text_before_it(client, run_dir):
     assert result.choices[0].finish_reason == "stop" and " " not in result.choices[0].text
 
 
+def test_of_several_stop_strings_the_first_that_appears_ends_the_text(client, run_dir):
+    alone = complete(client, run_dir, prompt="ALICE: the quick", temperature=0, max_tokens=50).choices[0].text
+    stops = ["o", "zz", " "]
+    first = min(alone.index(s) for s in stops if s in alone)
+    result = complete(client, run_dir, prompt="ALICE: the quick", stop=stops, temperature=0, max_tokens=50)
+    assert result.choices[0].finish_reason == "stop" and result.choices[0].text == alone[:first]
+
+
 def test_the_same_seed_gives_the_same_text_as_gptiny_sample(client, run_dir):
     first = complete(client, run_dir, seed=7, temperature=0.9, top_p=0.9, max_tokens=40, extra_body={"top_k": 5})
     again = complete(client, run_dir, seed=7, temperature=0.9, top_p=0.9, max_tokens=40, extra_body={"top_k": 5})
@@ -105,7 +113,7 @@ BAD = [
     ({"prompt": "A", "seed": "x"}, "seed", "must be an integer"),
     ({"prompt": "A", "seed": 2**64}, "seed", "must be an integer from"),
     ({"prompt": "A", "stream": "yes"}, "stream", "true or false"),
-    ({"prompt": "A", "stop": ["a", "b"]}, "stop", "ends a sample at one"),
+    ({"prompt": "A", "stop": ["a", "b", "c", "d", "e"]}, "stop", "give at most 4"),
 ]
 
 

@@ -37,8 +37,8 @@ def sample(
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples.")] = None,
     checkpoint: Annotated[Which, typer.Option(help="Weights with the best val loss, or the last ones.")] = Which.best,
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
-    stop: Annotated[str, typer.Option(help="End a sample where this text appears (left out of it), "
-                                            "e.g. $'\\n\\n' for a blank line.")] = "",
+    stop: Annotated[list[str] | None, typer.Option(help="End a sample where this text appears (left out of it), "
+                                                        "e.g. $'\\n\\n' for a blank line; repeat for several.")] = None,
     stream: Annotated[bool | None, typer.Option(help="Print as generated \\[default: on a terminal].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sample: text, tokens, "
                                                           "tokens_per_second, stopped.")] = False,
@@ -70,7 +70,7 @@ def sample(
     err.print(f"sampling {n} characters × {num_samples} from {loaded.weights}", highlight=False)
     steps = generate(model, loaded.vocab.encode(text), n, num_samples=num_samples, temperature=temp, top_k=k,
                      top_p=top_p, generator=generator, use_cache=kv_cache, start_token=loaded.vocab.start_token)
-    samples = [SampleText(stop) for _ in range(num_samples)]
+    samples = [SampleText(tuple(s for s in stop or () if s)) for _ in range(num_samples)]
     live = not as_json and num_samples == 1 and (out.is_terminal if stream is None else stream)
     interrupted = _run(steps, loaded.vocab.chars, samples, text, live)
     _render(samples, text, as_json, live)

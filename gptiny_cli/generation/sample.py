@@ -204,13 +204,14 @@ def _cached_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample
 
 @dataclass
 class SampleText:
-    """One sample's generated text as it grows, ended by a stop string (not included) if one appears.
+    """One sample's generated text as it grows, ended where any of its stop strings first appears
+    (the stop string not included).
 
-    ``pending`` holds the generated characters that might be the start of the stop string:
-    they are not yet known to belong to the text.
+    ``pending`` holds the generated characters that might be the start of a stop string: they
+    are not yet known to belong to the text.
     """
 
-    stop: str = ""
+    stops: tuple[str, ...] = ()
     text: str = ""
     pending: str = ""
     generated: int = 0  # characters the model produced for this sample, a stop string included
@@ -223,13 +224,18 @@ class SampleText:
             return ""
         self.generated += len(chars)
         buffer = self.pending + chars
-        if self.stop and (at := buffer.find(self.stop)) >= 0:
+        found = [at for at in (buffer.find(stop) for stop in self.stops if stop) if at >= 0]
+        if found:
             self.stopped, self.pending = True, ""
-            return self._accept(buffer[:at])
-        hold = next((n for n in range(min(len(self.stop) - 1, len(buffer)), 0, -1)
-                     if self.stop.startswith(buffer[-n:])), 0)
+            return self._accept(buffer[: min(found)])
+        hold = max((self._held(buffer, stop) for stop in self.stops), default=0)
         self.pending = buffer[len(buffer) - hold :]
         return self._accept(buffer[: len(buffer) - hold])
+
+    @staticmethod
+    def _held(buffer: str, stop: str) -> int:
+        """How many characters at the end of ``buffer`` could be the start of ``stop``."""
+        return next((n for n in range(min(len(stop) - 1, len(buffer)), 0, -1) if stop.startswith(buffer[-n:])), 0)
 
     def finish(self) -> str:
         """End without a stop string: what was pending belongs to the text after all."""

@@ -35,7 +35,7 @@ class Completion:
     top_k: int = 0
     top_p: float = 1.0
     seed: int | None = None
-    stop: str = ""
+    stops: tuple[str, ...] = ()
 
 
 def batch_decoder(model: nn.Module) -> Decoder | None:

@@ -135,7 +135,7 @@ class Engine:
         except Exception as error:  # handed to the request, which reports it
             job.deliver(("error", f"generation failed: {error}", None))
             return []
-        return [_Active(job, stream, [SampleText(c.stop) for _ in range(c.n)])]
+        return [_Active(job, stream, [SampleText(c.stops) for _ in range(c.n)])]
 
     @torch.inference_mode()
     def _round(self, active: list[_Active]) -> list[_Active]:

@@ -115,15 +115,18 @@ def check_characters(param: str, text: str, vocab: Vocab) -> None:
                        f"{json.dumps(unknown, ensure_ascii=False)}", param=param, code="unknown_characters")
 
 
-def _stop(body: dict) -> str:
+MAX_STOPS = 4  # as OpenAI's API
+
+
+def _stop(body: dict) -> tuple[str, ...]:
     stop = body.get("stop")
     stops = [] if stop is None else [stop] if isinstance(stop, str) else stop
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
         raise _wrong("stop", "a non-empty string or a list of them", stop)
-    if len(stops) > 1:
-        raise ApiError(400, f"'stop' has {len(stops)} strings; this server ends a sample at one",
+    if len(stops) > MAX_STOPS:
+        raise ApiError(400, f"'stop' has {len(stops)} strings; give at most {MAX_STOPS}",
                        param="stop", code="invalid_value")
-    return stops[0] if stops else ""
+    return tuple(stops)
 
 
 def parse_completion(body: dict, vocab: Vocab, limits: Limits, defaults: Defaults) -> list[Completion]:
