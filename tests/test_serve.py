@@ -130,6 +130,11 @@ def test_malformed_json_is_a_400_that_says_so(url):
     assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
 
 
+def test_json_nested_too_deeply_to_parse_is_a_400_not_a_server_error(url):
+    response = httpx.post(f"{url}/v1/completions", content=b"[" * 100_000 + b"]" * 100_000)
+    assert response.status_code == 400 and "nested too deeply" in response.json()["error"]["message"]
+
+
 def test_a_body_over_a_megabyte_is_a_413(url):
     response = httpx.post(f"{url}/v1/completions", json={"prompt": "A" * 1_000_001})
     assert response.status_code == 413 and "over 1,000,000 bytes" in response.json()["error"]["message"]
