@@ -75,3 +75,16 @@ def test_the_text_report_says_what_auto_chooses_and_why():
     assert result.exit_code == 0, result.output
     assert "auto chooses:" in result.output and "--device = cpu: neither CUDA nor MPS is available" in result.output
     assert "matmul: 1024x1024" in result.output and "extras: plot installed" in result.output
+
+
+def test_a_device_out_of_memory_for_the_matmul_is_reported_and_the_rest_still_shown(monkeypatch):
+    # A GPU full of another process's tensors cannot be faked on a CPU machine but by its error.
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 32.00 MiB")
+
+    monkeypatch.setattr(doctor.peaks, "measured_matmul", full)
+    result = run_doctor()
+    assert result.exit_code == 0, result.output
+    assert "matmul: not measured: out of memory on cpu for two 1024x1024 matrices" in result.output
+    assert "extras: plot installed" in result.output
+    assert json.loads(run_doctor("--json").output)["matmul"]["flops"] is None

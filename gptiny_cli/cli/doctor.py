@@ -51,13 +51,18 @@ def describe(found: dict) -> list[str]:
     lines += ["", f"cpu: {c['model']}; computes as class {c['class']}{held}: torch kernels {c['torch_capability']}, "
                   f"oneDNN {c['onednn_limit'] or 'unlimited'}; {flags}; "
                   f"torch uses {c['torch_threads']} of {c['logical_cores']} logical cores"]
+    lines += [_matmul_line(m), "extras: " + ", ".join(f"{name} {'installed' if ok else 'missing'}"
+                                                      for name, ok in found["extras"].items())]
+    return lines
+
+
+def _matmul_line(m: dict) -> str:
+    if m["flops"] is None:
+        return f"matmul: not measured: {m['error']}"
     speed = f"{m['flops'] / 1e12:.2f} TFLOP/s" if m["flops"] >= 1e12 else f"{m['flops'] / 1e9:.0f} GFLOP/s"
     against = (f", {m['fraction_of_peak']:.0%} of the {m['peak_flops'] / 1e12:g} TFLOP/s peak ({m['peak_source']})"
                if m["peak_flops"] else f"; peak: {m['peak_source']}")
-    lines.append(f"matmul: {m['size']}x{m['size']} {m['dtype']} on {m['device']}: {speed}{against}")
-    lines.append("extras: " + ", ".join(f"{name} {'installed' if ok else 'missing'}"
-                                        for name, ok in found["extras"].items()))
-    return lines
+    return f"matmul: {m['size']}x{m['size']} {m['dtype']} on {m['device']}: {speed}{against}"
 
 
 def _yes(flag: bool | None) -> str:

@@ -118,14 +118,22 @@ def _held_down_by() -> list[str]:
 def matmul(dev: torch.device, dtype: torch.dtype, seconds: float) -> dict:
     """A square matmul timed for ``seconds`` on ``dev``, against the datasheet peak where there is one."""
     n = peaks.matmul_size(dev)
-    flops = peaks.measured_matmul(dev, dtype, n, seconds)
+    try:
+        flops = peaks.measured_matmul(dev, dtype, n, seconds)
+    except torch.OutOfMemoryError:
+        # A GPU that other processes fill: doctor still reports everything else.
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        return {"device": str(dev), "dtype": str(dtype).removeprefix("torch."), "size": n, "seconds": seconds,
+                "flops": None, "peak_flops": None, "peak_source": None, "fraction_of_peak": None,
+                "error": f"out of memory on {dev} for two {n}x{n} matrices: is another process using it?"}
     if dev.type == "cuda":
         known = peaks.table_peak(torch.cuda.get_device_name(dev), dtype)
     else:
         known = peaks.Peak(None, f"no datasheet figure for {dev.type}: training measures its peak like this")
     return {"device": str(dev), "dtype": str(dtype).removeprefix("torch."), "size": n, "seconds": seconds,
             "flops": flops, "peak_flops": known.flops, "peak_source": known.source,
-            "fraction_of_peak": flops / known.flops if known.flops else None}
+            "fraction_of_peak": flops / known.flops if known.flops else None, "error": None}
 
 
 def extras() -> dict[str, bool]:
