@@ -79,6 +79,15 @@ def test_a_directory_that_holds_no_export_is_never_replaced(run_dir):
     assert files(out) == ["notes.txt"]
 
 
+def test_a_model_directory_gptiny_did_not_write_is_not_replaced_even_with_the_same_file_names(run_dir):
+    out = Path("someone-elses")
+    out.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "their-notes.md"):
+        (out / name).write_text("theirs")
+    refused(gptiny("export", str(run_dir), "--format", "hf", "--out", str(out), "--force"), "holds no earlier export")
+    assert files(out) == ["config.json", "model.safetensors", "their-notes.md", "tokenizer.json"]
+
+
 def test_an_output_that_holds_the_run_is_refused_even_with_force(run_dir):
     before = files(run_dir)
     refused(gptiny("export", str(run_dir), "--format", "hf", "--out", str(run_dir.parent), "--force"),

@@ -68,7 +68,8 @@ def onnx_greedy(out: Path, prompt: str, n: int) -> str:
 
 def test_the_file_is_a_single_valid_graph_with_the_cache_explicit(exported):
     _, out = exported
-    assert sorted(p.name for p in out.iterdir()) == ["gptiny-onnx.json", "model.onnx", "vocab.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["gptiny-export.json", "gptiny-onnx.json", "model.onnx",
+                                                     "vocab.json"]
     model = onnx.load(str(out / "model.onnx"))
     onnx.checker.check_model(model)
     assert [i.name for i in model.graph.input] == ["input_ids", "position", "past_keys", "past_values"]

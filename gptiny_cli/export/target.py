@@ -2,7 +2,9 @@
 
 An earlier export there is kept unless ``force``; with it, the old export is swapped out only once
 the new one is complete, so a failure at any point leaves the old one or nothing. A non-empty
-directory that holds no export is never replaced: ``--out ~ --force`` must not empty a home.
+directory that gptiny did not write is never replaced: ``--out ~ --force`` must not empty a home,
+nor a model directory of someone else's that happens to hold the same file names. Every export
+carries ``MARKER`` to say that gptiny wrote it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from gptiny_cli.errors import GptinyError
 from gptiny_cli.store import atomic
 
 T = TypeVar("T")
+MARKER = "gptiny-export.json"
 
 
 def require(extra: str, modules: Iterable[str]) -> None:
@@ -46,9 +49,9 @@ def check_target(out: Path, force: bool, run_dir: Path) -> None:
 
 
 def is_export(directory: Path) -> bool:
-    """Whether ``directory`` looks like an earlier export, the only kind of directory --force replaces."""
-    hf = all((directory / name).is_file() for name in ("config.json", "model.safetensors", "tokenizer.json"))
-    return hf or (directory / "gptiny-onnx.json").is_file()
+    """Whether gptiny wrote ``directory`` as an export, the only kind of directory --force replaces
+    (ONNX exports older than the marker are known by their ``gptiny-onnx.json``)."""
+    return (directory / MARKER).is_file() or (directory / "gptiny-onnx.json").is_file()
 
 
 def write_dir(out: Path, force: bool, run_dir: Path, fill: Callable[[Path], T]) -> T:
@@ -60,6 +63,7 @@ def write_dir(out: Path, force: bool, run_dir: Path, fill: Callable[[Path], T]) 
     staging = atomic.staging_dir(out)
     try:
         result = fill(staging)
+        atomic.write_json(staging / MARKER, {"written_by": "gptiny", "run": str(run_dir)})
         for path in staging.iterdir():
             with open(path, "rb+") as handle:
                 os.fsync(handle.fileno())
