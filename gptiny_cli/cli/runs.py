@@ -53,8 +53,8 @@ def complete_run(ctx: typer.Context, incomplete: str) -> list[str]:
 
 
 _NUMERIC = ("iters", "best val", "params", "duration")
-_STATUS_COLOURS = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red",
-                   "damaged": "red"}
+_STATUS_COLOURS = {"completed": "green", "running": "cyan", "interrupted": "yellow", "pruned": "yellow",
+                   "failed": "red", "damaged": "red"}
 
 
 def _row(r: history.RunRecord, with_parent: bool) -> tuple[str, ...]:

@@ -62,12 +62,12 @@ def _run(swept, device: str) -> int | None:
     from rich.live import Live
 
     from gptiny_cli.report.sweep_table import plain_line, render
-    from gptiny_cli.sweep import results, study
+    from gptiny_cli.sweep import driver, results
     from gptiny_cli.training.interrupt import GracefulStop
 
     rows = {r["trial"]: r for r in results.rows(swept.study)}
     with user_errors(), GracefulStop() as stop:
-        events = study.run(swept, stop.requested, device)
+        events = driver.run(swept, stop.requested, device)
         try:
             if not out.is_terminal:
                 for event in events:

@@ -27,7 +27,9 @@ def rows(study) -> list[dict[str, Any]]:
             state = "interrupted"
         seeds = list(t.user_attrs.get("seed_vals", []))
         row = {"trial": t.number, "values": dict(t.params), "state": state, "seeds": seeds,
-               "steps": t.user_attrs.get("steps", 0), "val": t.value if state == "done" else None}
+               "steps": t.user_attrs.get("steps", 0), "val": t.value if state == "done" else None,
+               "parameters": t.user_attrs.get("parameters"), "worker": t.user_attrs.get("worker"),
+               "runs": [f"t{t.number:03d}-s{k}" for k in range(len(seeds))]}
         row["std"] = _std(seeds)
         if "reason" in t.user_attrs:
             row["reason"] = t.user_attrs["reason"]

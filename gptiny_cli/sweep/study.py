@@ -13,7 +13,6 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,56 +129,11 @@ def _queue_grid(sweep: Sweep) -> None:
         sweep.study.enqueue_trial(dict(zip([p.key for p in sweep.params], point, strict=True)))
 
 
-def _target(sweep: Sweep) -> int:
-    return sweep.trials or grid_size(sweep.params)
-
-
-def _more(sweep: Sweep) -> bool:
-    """Whether this worker should start another trial: a grid point is still queued, or too few were tried."""
-    trials = sweep.study.get_trials(deepcopy=False)
-    if sweep.search == "grid":
-        return any(t.state.name == "WAITING" for t in trials)
-    return _finished(sweep) + _running_elsewhere(sweep) < _target(sweep)
-
-
-def _finished(sweep: Sweep) -> int:
-    states = sweep.study.trials
-    return sum(1 for t in states if t.state.name in ("COMPLETE", "PRUNED", "FAIL"))
-
-
 @dataclass
 class TrialEvent:
     """Something happened to a trial: the row changed (``row``), for the live table."""
 
     row: dict[str, Any]
-
-
-def _interrupted(sweep: Sweep) -> list[Any]:
-    return [t for t in sweep.study.get_trials(deepcopy=False)
-            if t.state.name == "RUNNING" and t.user_attrs.get("interrupted")]
-
-
-def run(sweep: Sweep, should_stop: Callable[[], bool], device: str = "auto") -> Iterator[TrialEvent]:
-    """Train trials until the study has its number or a stop is requested; yields each change of a trial.
-
-    Interrupted trials of this sweep go first, their runs continued from their checkpoints.
-    """
-    from gptiny_cli.sweep.trial import train_trial
-
-    opt = optuna()
-    for frozen in _interrupted(sweep):
-        trial = opt.trial.Trial(sweep.study, frozen._trial_id)
-        trial.set_user_attr("interrupted", False)
-        yield from train_trial(sweep, trial, should_stop, device)
-        if should_stop():
-            return
-    while _more(sweep) and not should_stop():
-        yield from train_trial(sweep, sweep.study.ask(), should_stop, device)
-
-
-def _running_elsewhere(sweep: Sweep) -> int:
-    return sum(1 for t in sweep.study.get_trials(deepcopy=False)
-               if t.state.name == "RUNNING" and not t.user_attrs.get("interrupted"))
 
 
 def is_sweep(path: Path) -> bool:

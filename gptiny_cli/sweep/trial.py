@@ -10,6 +10,8 @@ the sweep goes on.
 from __future__ import annotations
 
 import math
+import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ def train_trial(sweep: Sweep, trial, should_stop: Callable[[], bool], device: st
     opt = optuna()
     values = {p.key: p.suggest(trial) for p in sweep.params}
     row = {"trial": trial.number, "values": values, "state": "running", "seeds": [], "steps": 0, "val": None}
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     yield TrialEvent(dict(row))
     pruned = False
     for k, seed in enumerate(_seeds(sweep)):
@@ -65,6 +68,7 @@ def train_trial(sweep: Sweep, trial, should_stop: Callable[[], bool], device: st
             break
     trial.set_user_attr("seed_vals", row["seeds"])
     trial.set_user_attr("steps", row["steps"])
+    trial.set_user_attr("parameters", row.get("parameters"))
     if pruned:
         row["state"] = "pruned"
         sweep.study.tell(trial, state=opt.trial.TrialState.PRUNED)
