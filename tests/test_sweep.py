@@ -159,3 +159,38 @@ def test_two_workers_share_one_sqlite_study(data_dir):
     assert sorted(t["values"]["train.learning_rate"] for t in found) == [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]
     assert all(t["state"] == "done" for t in found)
     assert len({t["worker"] for t in found}) == 2
+
+
+# gptiny plot SWEEP, gptiny compare
+
+
+def test_plot_of_a_sweep_draws_its_trials(config_path):
+    pytest.importorskip("matplotlib")
+    gptiny("sweep", str(config_path), "--param", "model.n_embd=8,16")
+    result = gptiny("plot", str(the_sweep()), "--out", "sweep.png")
+    assert result.exit_code == 0, result.output
+    assert Path("sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_shows_only_the_keys_that_differ(config_path):
+    gptiny("sweep", str(config_path), "--param", "train.learning_rate=1e-3,1e-2", "--param", "model.n_embd=8,16")
+    found = json.loads(gptiny("compare", str(the_sweep()), "--json").stdout)
+    assert found["keys"] == ["model.n_embd", "train.learning_rate"]
+    assert len(found["runs"]) == 4 and all(r["parameters"] and r["val"] and r["bits_per_char"] for r in found["runs"])
+    two = json.loads(gptiny("compare", *(r["path"] for r in found["runs"][:2]), "--json").stdout)
+    assert two["keys"] == ["model.n_embd"]
+    table = gptiny("compare", str(the_sweep()))
+    assert "model.n_embd" in table.stdout and "train.batch_size" not in table.stdout
+
+
+def test_compare_needs_two_runs(config_path):
+    gptiny("sweep", str(config_path), "--param", "train.learning_rate=1e-3")
+    result = gptiny("compare", str(next(the_sweep().glob("t*"))))
+    assert result.exit_code == 1 and "at least two runs" in result.stderr
+
+
+def test_without_optuna_the_sweep_says_which_extra_to_install(config_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # what an install without the extra looks like to import
+    result = gptiny("sweep", str(config_path), "--param", "train.learning_rate=1e-3,1e-2")
+    assert result.exit_code == 1 and "pip install 'gptiny[sweep]'" in result.stderr
+    assert not Path("runs").exists()

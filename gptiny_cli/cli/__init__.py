@@ -12,7 +12,7 @@ import gc
 
 import typer
 
-from gptiny_cli.cli import attention, doctor, export, inspect, prepare, runs, sample, serve, sweep, train
+from gptiny_cli.cli import attention, compare, doctor, export, inspect, prepare, runs, sample, serve, sweep, train
 
 app = typer.Typer(
     name="gptiny",
@@ -35,6 +35,7 @@ app.command()(doctor.doctor)
 app.command()(attention.attention)
 app.command()(serve.serve)
 app.command()(sweep.sweep)
+app.command()(compare.compare)
 
 
 def main() -> None:
