@@ -51,6 +51,9 @@ def train_trial(sweep: Sweep, trial, should_stop: Callable[[], bool], device: st
         report = trial if k == 0 and sweep.prune else None
         try:
             outcome = yield from _train_run(sweep, values, seed, run_dir, report, should_stop, row, device)
+        except KeyboardInterrupt:  # a second Ctrl-C: the run keeps its last checkpoint, --resume takes it up
+            trial.set_user_attr("interrupted", True)
+            raise
         except GptinyError as err:
             row.update(state="failed", reason=str(err))
             trial.set_user_attr("reason", str(err))
