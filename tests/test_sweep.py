@@ -194,3 +194,22 @@ def test_without_optuna_the_sweep_says_which_extra_to_install(config_path, monke
     result = gptiny("sweep", str(config_path), "--param", "train.learning_rate=1e-3,1e-2")
     assert result.exit_code == 1 and "pip install 'gptiny[sweep]'" in result.stderr
     assert not Path("runs").exists()
+
+
+def test_the_live_table_shows_each_trial_with_its_values_steps_val_and_state():
+    from rich.console import Console
+
+    from gptiny_cli.report.sweep_table import render
+
+    rows = [{"trial": 0, "values": {"train.learning_rate": 0.01}, "state": "done", "steps": 20, "val": 2.5,
+             "std": 0.01, "seeds": [2.49, 2.51]},
+            {"trial": 1, "values": {"train.learning_rate": 1e-6}, "state": "pruned", "steps": 5, "val": None,
+             "val_now": 4.1, "seeds": []},
+            {"trial": 2, "values": {"train.learning_rate": 0.1}, "state": "failed", "steps": 0, "val": None,
+             "seeds": [], "reason": "val loss is nan"}]
+    console = Console(width=120, record=True)
+    console.print(render(rows))
+    text = console.export_text()
+    assert "learning_rate=0.01" in text and "2.5000 ± 0.0100" in text and "done" in text
+    assert "(4.1000)" in text and "pruned" in text
+    assert "failed: val loss is nan" in text
