@@ -1,35 +1,40 @@
 """gptiny's ten-minute CPU recipe against nanoGPT's own CPU recipe, side by side on this machine.
 
-    python benchmarks/bench_nanogpt.py NANOGPT_DIR [--minutes 10] [--quick]
+    python benchmarks/bench_nanogpt.py NANOGPT_DIR [--minutes 10] [--seed N] [--quick] [--skip-ours]
 
-NANOGPT_DIR is a checkout of karpathy/nanoGPT (its ``train.py``, ``model.py``, ``configurator.py``
-and ``config/train_shakespeare_char.py``), kept outside this repository. In a temporary
-directory the script
+NANOGPT_DIR is a checkout of karpathy/nanoGPT (its ``train.py``, ``model.py``, ``configurator.py``,
+``config/train_shakespeare_char.py`` and ``data/shakespeare_char/prepare.py``), kept outside this
+repository; none of it is copied into gptiny. In a temporary copy of that folder (``train.py``
+execs ``configurator.py`` and reads ``data/`` from its working directory) the script
 
-1. writes Tiny Shakespeare in nanoGPT's format (``data/shakespeare_char``: uint16 ``train.bin`` and
-   ``val.bin``, the first 90% and the last 10% of the characters, and the ``meta.pkl`` its
-   ``train.py`` reads the vocabulary size from), and checks that its validation ids are exactly
-   the ones ``gptiny prepare`` writes: both score the same text with the same ids;
-2. runs nanoGPT's ``train.py`` with the CPU settings of its README (``README_CPU``), then again
-   with as many steps as fill ``--minutes`` (scaled from the first run's time per step);
-3. runs ``gptiny train configs/shakespeare-cpu.toml`` through the CLI;
-4. scores every result on the whole validation split in windows of its own block size, every
-   token once (``gptiny_cli.data.sequential_batches``, as ``gptiny eval`` does); for nanoGPT that
-   is the checkpoint its ``train.py`` saved (its best estimate), loaded with its own ``GPT`` class.
+1. runs nanoGPT's own ``prepare.py`` on the same Tiny Shakespeare file, offline (the file is put
+   beside it, so it never downloads), and checks that the ids it wrote are exactly the ones
+   ``gptiny prepare`` writes, train and validation: both score the same text with the same ids;
+2. runs nanoGPT's ``train.py`` with the CPU command line of its README, flags read from the README
+   itself, and reports its wall time;
+3. runs it again with as many steps as fill ``--minutes`` (``max_iters`` and ``lr_decay_iters``
+   from the first run's time per step and start-up, rounded down to a multiple of the config's
+   ``eval_interval`` so its last steps are evaluated and can be saved), killed at ``--minutes``
+   should it run slower than that (then scored on what it had saved; the table says "capped");
+4. runs ``gptiny train configs/shakespeare-cpu.toml`` through the CLI (``bench_cpu_recipe.one_run``);
+5. scores every result on the whole validation split, every token once, in consecutive windows of
+   the model's own block size (``gptiny_cli.data.sequential_batches``, as ``full_split_loss``
+   does): for nanoGPT the checkpoint its ``train.py`` saved (its best val estimate, as gptiny's
+   figure is of its best weights), loaded with its own ``GPT`` class.
 
-It prints a table: implementation, steps, wall time, whole-split val loss, and how busy other
-processes kept the cores meanwhile (near 0% for a figure to count). ``--quick`` runs a few steps
-of each, a check of the script itself.
+``--seed`` seeds both sides: gptiny's ``train.seed``, and the ``torch.manual_seed`` call of nanoGPT's
+``train.py`` (which has no seed setting; its 1337 is shifted to N, nothing else changes). The table
+gives each run's steps, wall time, whole-split val loss and how busy other processes kept the cores
+meanwhile (near 0% for a figure to count). ``--quick`` runs a few steps of each: a check of the
+script, not a result.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import math
-import pickle
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -44,116 +49,166 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from bench_cpu_recipe import prepare, train_to_end  # noqa: E402
+from bench_cpu_recipe import CORPUS, one_run, prepare  # noqa: E402
 from otherload import OtherLoad  # noqa: E402
 
-from gptiny_cli.data import sequential_batches  # noqa: E402
+from gptiny_cli.data import load_corpus, sequential_batches  # noqa: E402
 from gptiny_cli.hardware.device import cpu_class  # noqa: E402
 
-CORPUS = HERE.parent.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
-# nanoGPT's README: "python train.py config/train_shakespeare_char.py --device=cpu ..." for a CPU.
-README_CPU = ["--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",
-              "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
-              "--lr_decay_iters=2000", "--dropout=0.0"]
+CONFIG = "config/train_shakespeare_char.py"
+README_COMMAND = f"python train.py {CONFIG} --device=cpu"
+QUICK = ["--max_iters=20", "--lr_decay_iters=20", "--eval_interval=10", "--eval_iters=2"]
+QUICK_MINUTES = 0.25
+QUICK_OURS = ["train.max_minutes=0", "train.max_iters=20", "train.eval_interval=10", "train.eval_iters=2"]
+# nanoGPT's train.py has no seed setting (torch.manual_seed(1337)): run unchanged, its seed moved to argv[1].
+SEEDED_TRAIN = ("import runpy, sys, torch\n"
+                "seed = int(sys.argv[1])\n"
+                "sys.argv = ['train.py', *sys.argv[2:]]\n"
+                "real = torch.manual_seed\n"
+                "torch.manual_seed = lambda s: real(s - 1337 + seed)\n"
+                "runpy.run_path('train.py', run_name='__main__')\n")
+# prepare.py imports requests for its download; the corpus is already beside it, so it never calls it.
+OFFLINE_PREPARE = ("import runpy, sys, types\n"
+                   "sys.modules['requests'] = types.ModuleType('requests')\n"
+                   "runpy.run_path('data/shakespeare_char/prepare.py', run_name='__main__')\n")
 
 
-def nanogpt_data(text: str, out: Path) -> np.ndarray:
-    """Tiny Shakespeare as nanoGPT's data/shakespeare_char/prepare.py lays it out; returns the val ids."""
-    chars = sorted(set(text))
-    stoi = {c: i for i, c in enumerate(chars)}
-    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
-    cut = int(len(text) * 0.9)
-    out.mkdir(parents=True, exist_ok=True)
-    ids[:cut].tofile(out / "train.bin")
-    ids[cut:].tofile(out / "val.bin")
-    # nanoGPT's train.py reads the vocabulary size from this pickle: its format, not ours.
-    with open(out / "meta.pkl", "wb") as handle:
-        pickle.dump({"vocab_size": len(chars), "stoi": stoi, "itos": dict(enumerate(chars))}, handle)
-    return ids[cut:]
+def readme_flags(nanogpt_dir: Path) -> list[str]:
+    """The flags of the README's CPU command for Shakespeare-char, as that checkout's README gives them."""
+    for line in (nanogpt_dir / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.strip().startswith(README_COMMAND):
+            return shlex.split(line)[3:]
+    raise SystemExit(f"{nanogpt_dir}/README.md has no line '{README_COMMAND} ...': is it a nanoGPT checkout?")
 
 
-def run_nanogpt(work: Path, flags: list[str], out_dir: str) -> dict:
-    """nanoGPT's train.py in ``work`` (it execs configurator.py from the working directory)."""
-    command = [sys.executable, "train.py", "config/train_shakespeare_char.py", *flags, f"--out_dir={out_dir}"]
-    with OtherLoad() as load:
+def config_value(work: Path, key: str, flags: list[str]) -> int:
+    """An integer setting as train.py ends up with it: the last --key= flag, else the config file's."""
+    for flag in reversed(flags):
+        if flag.startswith(f"--{key}="):
+            return int(flag.split("=", 1)[1])
+    found = re.search(rf"^{key}\s*=\s*(\d+)", (work / CONFIG).read_text(), re.MULTILINE)
+    if not found:
+        raise SystemExit(f"{CONFIG} does not set {key}")
+    return int(found.group(1))
+
+
+def nanogpt_data(work: Path, corpus: Path, ours: Path) -> torch.Tensor:
+    """nanoGPT's own prepare.py on the corpus; its validation ids, checked against gptiny's."""
+    folder = work / "data" / "shakespeare_char"
+    shutil.copyfile(corpus, folder / "input.txt")
+    subprocess.run([sys.executable, "-c", OFFLINE_PREPARE], cwd=work, check=True, stdout=subprocess.DEVNULL)
+    gptiny = load_corpus(ours)
+    for split, mine in (("train", gptiny.train), ("val", gptiny.val)):
+        theirs = np.fromfile(folder / f"{split}.bin", dtype="<u2")
+        if not np.array_equal(theirs, mine.numpy()):
+            raise SystemExit(f"nanoGPT's {split} ids differ from gptiny's: the two would not score the same text")
+    return torch.from_numpy(np.fromfile(folder / "val.bin", dtype="<u2").astype(np.int64))
+
+
+def run_nanogpt(work: Path, flags: list[str], out_dir: str, seed: int, cap_s: float | None) -> dict:
+    """nanoGPT's train.py in ``work``, killed after ``cap_s`` seconds if it is still running then."""
+    command = [sys.executable, "-c", SEEDED_TRAIN, str(seed), CONFIG, *flags, f"--out_dir={out_dir}"]
+    log = work / f"{out_dir}.log"
+    capped = False
+    with open(log, "w") as out, OtherLoad() as load:
         start = time.perf_counter()
-        done = subprocess.run(command, cwd=work, capture_output=True, text=True)
+        try:
+            done = subprocess.run(command, cwd=work, stdout=out, stderr=subprocess.STDOUT, timeout=cap_s)
+        except subprocess.TimeoutExpired:
+            capped, done = True, None
         wall = time.perf_counter() - start
-    if done.returncode:
-        raise SystemExit(f"nanoGPT's train.py failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-    steps = [int(m) for m in re.findall(r"^iter (\d+):", done.stdout, re.MULTILINE)]
-    return {"wall_s": wall, "steps": max(steps) if steps else 0, "other_load": load.share,
-            "checkpoint": work / out_dir / "ckpt.pt"}
+    text = log.read_text()
+    if done is not None and done.returncode:
+        raise SystemExit(f"nanoGPT's train.py failed ({log}):\n{text[-3000:]}")
+    iters = [(int(n), float(ms)) for n, ms in re.findall(r"^iter (\d+): .*?time ([\d.]+)ms", text, re.MULTILINE)]
+    checkpoint = work / out_dir / "ckpt.pt"
+    if not checkpoint.is_file():
+        raise SystemExit(f"nanoGPT saved no checkpoint in {wall:.0f} s ({log}):\n{text[-3000:]}")
+    loop_s = sum(ms for _, ms in iters) / 1000
+    return {"wall_s": wall, "steps": iters[-1][0] if iters else 0, "capped": capped, "other_load": load.share,
+            "loop_s": loop_s, "checkpoint": checkpoint}
 
 
-def nanogpt_loss(nanogpt_dir: Path, checkpoint: Path, val: torch.Tensor) -> float:
+def filled_steps(first: dict, budget_s: float, eval_interval: int) -> int:
+    """The steps that fill ``budget_s`` at the first run's pace: its start-up, then its time per step."""
+    start_up = first["wall_s"] - first["loop_s"]
+    per_step = first["loop_s"] / max(1, first["steps"])
+    steps = (budget_s - start_up) / per_step
+    return max(eval_interval, int(steps // eval_interval) * eval_interval)
+
+
+def nanogpt_loss(work: Path, checkpoint: Path, val: torch.Tensor) -> float:
     """The whole-split val loss of a checkpoint nanoGPT's train.py saved, with its own GPT class."""
-    spec = importlib.util.spec_from_file_location("nanogpt_model", nanogpt_dir / "model.py")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", work / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)  # nanoGPT's own file
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)  # nanoGPT's own file, tensors only
     model = module.GPT(module.GPTConfig(**saved["model_args"]))
     model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in saved["model"].items()})
-    block_size = saved["model_args"]["block_size"]
-    return whole_split(lambda x, y: model(x.contiguous(), y.contiguous())[1], val, block_size, model)
-
-
-def whole_split(loss_of, val: torch.Tensor, block_size: int, model: torch.nn.Module) -> float:
     model.eval()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), dtype=torch.float64), 0
     with torch.no_grad():
-        for x, y in sequential_batches(val, 32, block_size):
-            total += loss_of(x, y).double().item() * y.numel()
+        for x, y in sequential_batches(val, 32, saved["model_args"]["block_size"]):
+            total += model(x.contiguous(), y.contiguous())[1].double() * y.numel()
             count += y.numel()
-    return total / count
+    return total.item() / count
 
 
-def ours(config: Path, data: Path, runs: Path, overrides: list[str]) -> dict:
-    with OtherLoad() as load:
-        wall, run_dir = train_to_end(config, data, runs, overrides, quiet=True)
-    info = json.loads((run_dir / "run.json").read_text())
-    return {"wall_s": wall, "steps": info["iters"], "other_load": load.share, "loss": info["final_val_loss"]}
+def nanogpt_rows(args: argparse.Namespace, work: Path, val: torch.Tensor, budget_s: float) -> list[dict]:
+    readme = readme_flags(args.nanogpt_dir) + (QUICK if args.quick else [])
+    first = run_nanogpt(work, readme, "out-readme", args.seed, None)
+    first.update(name="nanoGPT", flags=readme, loss=nanogpt_loss(work, first["checkpoint"], val),
+                 settings=f"its README's CPU line, max_iters {config_value(work, 'max_iters', readme):,}")
+    steps = filled_steps(first, budget_s, config_value(work, "eval_interval", readme))
+    filled = [*readme, f"--max_iters={steps}", f"--lr_decay_iters={steps}"]
+    second = run_nanogpt(work, filled, "out-filled", args.seed, budget_s)
+    capped = f", capped at {budget_s / 60:g} min" if second["capped"] else ""
+    second.update(name="nanoGPT", flags=filled, loss=nanogpt_loss(work, second["checkpoint"], val),
+                  settings=f"the same, max_iters {steps:,} to fill {budget_s / 60:g} min{capped}")
+    return [first, second]
+
+
+def ours_row(args: argparse.Namespace, data: Path, runs: Path, minutes: float) -> dict:
+    config = HERE.parent / "configs" / "shakespeare-cpu.toml"
+    overrides = QUICK_OURS if args.quick else [f"train.max_minutes={minutes:g}"]
+    row = one_run(argparse.Namespace(config=config, overrides=overrides), "base", args.seed, data, runs)
+    row.update(name="gptiny", steps=row["iters"], loss=row["final_val_loss"], flags=row["overrides"],
+               settings=f"configs/shakespeare-cpu.toml, {row['dtype']}")
+    return row
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("nanogpt_dir", type=Path, help="a checkout of karpathy/nanoGPT, outside this repository")
+    parser.add_argument("--minutes", type=float, default=10.0, help="the budget both sides get")
+    parser.add_argument("--seed", type=int, default=1337, help="both sides' seed (1337: each one's default)")
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--quick", action="store_true", help="a few steps each: a check of the script")
+    parser.add_argument("--skip-ours", action="store_true", help="nanoGPT's two runs only")
+    return parser.parse_args()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("nanogpt_dir", type=Path)
-    parser.add_argument("--minutes", type=float, default=10.0, help="the budget both sides get")
-    parser.add_argument("--corpus", type=Path, default=CORPUS)
-    parser.add_argument("--quick", action="store_true", help="a few steps each: a check of the script")
-    parser.add_argument("--skip-ours", action="store_true",
-                        help="nanoGPT only (gptiny's figure from bench_cpu_recipe.py on the same class)")
-    args = parser.parse_args()
-    text = args.corpus.read_text(encoding="utf-8")
-    rows = []
+    args = parse_args()
+    args.nanogpt_dir = args.nanogpt_dir.resolve()
+    minutes = QUICK_MINUTES if args.quick else args.minutes
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp) / "nanogpt"
+        work, data = Path(tmp) / "nanogpt", Path(tmp) / "data"
         shutil.copytree(args.nanogpt_dir, work, ignore=shutil.ignore_patterns(".git", "assets", "*.ipynb"))
-        val_ids = nanogpt_data(text, work / "data" / "shakespeare_char")
-        prepare(args.corpus, Path(tmp) / "data")
-        ours_val = np.fromfile(Path(tmp) / "data" / "val.bin", dtype="<u2")
-        if not np.array_equal(val_ids, ours_val):
-            raise SystemExit("nanoGPT's validation ids differ from gptiny's: the two would score different text")
-        val = torch.from_numpy(val_ids.astype(np.int64))
-        readme = README_CPU + (["--max_iters=20", "--lr_decay_iters=20", "--eval_interval=10", "--eval_iters=2"]
-                               if args.quick else [])
-        first = run_nanogpt(work, readme, "out-readme")
-        rows.append(("nanoGPT, its README's CPU settings", first, nanogpt_loss(work, first["checkpoint"], val)))
-        steps = max(1, math.floor(first["steps"] * args.minutes * 60 / first["wall_s"]))
-        if args.quick:
-            steps = 30
-        filled = run_nanogpt(work, [*readme, f"--max_iters={steps}", f"--lr_decay_iters={steps}"], "out-filled")
-        rows.append((f"nanoGPT, the same for {steps:,} steps", filled, nanogpt_loss(work, filled["checkpoint"], val)))
+        prepare(args.corpus, data)
+        val = nanogpt_data(work, args.corpus, data)
+        rows = nanogpt_rows(args, work, val, minutes * 60)
         if not args.skip_ours:
-            overrides = [f"train.max_minutes={0.5 if args.quick else args.minutes}"]
-            mine = ours(HERE.parent / "configs" / "shakespeare-cpu.toml", Path(tmp) / "data", Path(tmp) / "runs",
-                        overrides)
-            rows.append(("gptiny, configs/shakespeare-cpu.toml", mine, mine["loss"]))
-    print(f"CPU class {cpu_class()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| implementation | steps | wall | whole-split val loss | other load |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for label, row, loss in rows:
-        print(f"| {label} | {row['steps']:,} | {row['wall_s']:.0f} s | {loss:.4f} | {row['other_load']:.0%} |")
+            rows.append(ours_row(args, data, Path(tmp) / "runs", minutes))
+    print(f"CPU class {cpu_class()}, {torch.get_num_threads()} threads, torch {torch.__version__}, seed {args.seed}"
+          + (" (--quick: a check of the script, not a result)" if args.quick else ""))
+    print("| implementation | settings | steps | wall | whole-split val loss | other load |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(f"| {row['name']} | {row['settings']} | {row['steps']:,} | {row['wall_s']:.0f} s | {row['loss']:.4f} | "
+              f"{row['other_load']:.0%} |")
+    for row in rows:
+        print(f"{row['name']}, {row['settings']}: {' '.join(row['flags'])}")
 
 
 if __name__ == "__main__":
