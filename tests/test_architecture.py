@@ -29,8 +29,9 @@ LAYERS: dict[str, set[str]] = {
     "export": {"errors", "config", "data", "model", "store", "hardware", "generation"},
     "serve": {"errors", "config", "data", "model", "store", "hardware", "prepare", "generation", "training",
               "report"},
+    "sweep": {"errors", "config", "data", "model", "store", "hardware", "training", "report"},
     "cli": {"errors", "config", "data", "model", "store", "hardware", "prepare", "generation", "training",
-            "report", "export", "serve"},
+            "report", "export", "serve", "sweep"},
     "__main__": {"cli"},
 }
 ALLOWED_TO_PRINT = {"cli", "__main__"}

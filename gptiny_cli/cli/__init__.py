@@ -12,7 +12,7 @@ import gc
 
 import typer
 
-from gptiny_cli.cli import attention, doctor, export, inspect, prepare, runs, sample, serve, train
+from gptiny_cli.cli import attention, compare, doctor, export, inspect, prepare, runs, sample, serve, sweep, train
 
 app = typer.Typer(
     name="gptiny",
@@ -34,6 +34,8 @@ app.command()(export.export)
 app.command()(doctor.doctor)
 app.command()(attention.attention)
 app.command()(serve.serve)
+app.command()(sweep.sweep)
+app.command()(compare.compare)
 
 
 def main() -> None:

@@ -53,8 +53,8 @@ def complete_run(ctx: typer.Context, incomplete: str) -> list[str]:
 
 
 _NUMERIC = ("iters", "best val", "params", "duration")
-_STATUS_COLOURS = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red",
-                   "damaged": "red"}
+_STATUS_COLOURS = {"completed": "green", "running": "cyan", "interrupted": "yellow", "pruned": "yellow",
+                   "failed": "red", "damaged": "red"}
 
 
 def _row(r: history.RunRecord, with_parent: bool) -> tuple[str, ...]:
@@ -104,16 +104,30 @@ def plot(
 ) -> None:
     """Draw train and val loss over iterations, one colour per run (needs matplotlib: gptiny\\[plot]).
 
-    Examples: gptiny plot latest; gptiny plot runs/A runs/B --log --out compare.svg
+    A sweep directory instead draws each trial's val loss against each swept key (and parameter count).
+    Examples: gptiny plot latest; gptiny plot runs/A runs/B --log --out compare.svg; gptiny plot runs/<sweep-id>
     """
     from gptiny_cli.report.plot import loss_figure, save_figure
     from gptiny_cli.store.runs import resolve_run
 
+    if len(run) == 1 and (Path(run[0]) / "sweep.json").is_file():
+        _plot_sweep(Path(run[0]), out_path)
+        return
     with user_errors():
         run_dirs = [resolve_run(spec, runs_dir) for spec in run]
         figure = loss_figure([(d.name, history.read_history(d)) for d in run_dirs], log_scale=log)
         save_figure(figure, out_path)
     out.print(f"wrote {out_path} ({len(run_dirs)} run{'s' if len(run_dirs) > 1 else ''})", highlight=False)
+
+
+def _plot_sweep(sweep_dir: Path, out_path: Path) -> None:
+    from gptiny_cli.report.plot import save_figure
+    from gptiny_cli.report.sweep_plot import sweep_figure
+    from gptiny_cli.sweep import results
+
+    with user_errors():
+        save_figure(sweep_figure(sweep_dir.name, results.read(sweep_dir)), out_path)
+    out.print(f"wrote {out_path} (the trials of {sweep_dir})", highlight=False)
 
 
 def evaluate(

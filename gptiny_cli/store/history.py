@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.store.runs import read_run_info
+from gptiny_cli.store.runs import read_run_info, run_dirs
 
 
 @dataclass(frozen=True)
 class RunRecord:
     """One row of ``gptiny runs``; a field the run never recorded is None."""
 
-    id: str  # the directory name
+    id: str  # the directory's path below the runs directory: a name, or <sweep-id>/<name> in a sweep
     path: str
     name: str | None
     status: str
@@ -58,7 +58,7 @@ def _duration(info: dict[str, Any], now: datetime) -> float | None:
     return (end - start).total_seconds() if end else None
 
 
-def _record(run_dir: Path, now: datetime) -> RunRecord:
+def _record(run_dir: Path, now: datetime, runs_dir: Path) -> RunRecord:
     try:
         info = read_run_info(run_dir)
     except GptinyError:
@@ -77,7 +77,8 @@ def _record(run_dir: Path, now: datetime) -> RunRecord:
     init_from = info.get("init_from")
     parent = init_from.get("run") if isinstance(init_from, dict) else None
     return RunRecord(
-        id=run_dir.name, path=str(run_dir), name=text("name"), status=text("status") or "unknown",
+        id=run_dir.relative_to(runs_dir).as_posix(), path=str(run_dir), name=text("name"),
+        status=text("status") or "unknown",
         iters=number("iters", int), max_iters=number("max_iters", int),
         best_val_loss=number("best_val_loss", float), parameters=number("parameters", int),
         device=text("device"), started_at=text("started_at"), duration_s=_duration(info, now),
@@ -86,12 +87,10 @@ def _record(run_dir: Path, now: datetime) -> RunRecord:
 
 
 def list_runs(runs_dir: Path, now: datetime | None = None) -> list[RunRecord]:
-    """Every run directory (one holding run.json) under ``runs_dir``, newest first."""
+    """Every run directory (one holding run.json) under ``runs_dir``, a sweep's included, newest first."""
     runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return []
     now = now or datetime.now(timezone.utc)
-    records = [_record(p, now) for p in runs_dir.iterdir() if (p / "run.json").is_file()]
+    records = [_record(p, now, runs_dir) for p in run_dirs(runs_dir)]
     oldest = datetime.min.replace(tzinfo=timezone.utc)
     return sorted(records, key=lambda r: (_parse_time(r.started_at) or oldest, r.id), reverse=True)
 

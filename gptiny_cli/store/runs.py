@@ -75,14 +75,29 @@ def _started(run_dir: Path) -> tuple[str, str]:
         info = read_run_info(run_dir)
     except GptinyError:
         info = {}
-    return (str(info.get("started_at", "")), run_dir.name)
+    return (str(info.get("started_at", "")), str(run_dir))
+
+
+def run_dirs(runs_dir: Path) -> list[Path]:
+    """Every run directory (one holding run.json) in ``runs_dir``, and one level down: the runs of a group
+    such as a sweep (``runs/<sweep-id>/<run>/``)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(runs_dir.iterdir()):
+        if (path / "run.json").is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(p for p in sorted(path.iterdir()) if (p / "run.json").is_file())
+    return found
 
 
 def resolve_run(spec: str, runs_dir: Path) -> Path:
-    """A run directory from a path or from ``latest`` (the most recently started run)."""
+    """A run directory from a path or from ``latest`` (the most recently started run, a sweep's included)."""
     if spec == "latest":
         runs_dir = Path(runs_dir)
-        candidates = [p for p in runs_dir.iterdir() if (p / "run.json").is_file()] if runs_dir.is_dir() else []
+        candidates = run_dirs(runs_dir)
         if not candidates:
             raise GptinyError(f"no runs in {runs_dir}/; train one with `gptiny train CONFIG`")
         return max(candidates, key=_started)
@@ -96,9 +111,9 @@ def find_job_run(runs_dir: Path, run_id: str) -> Path | None:
     """The most recently started run created by the torchrun job with this rendezvous id."""
     runs_dir = Path(runs_dir)
     found = []
-    for path in runs_dir.iterdir() if runs_dir.is_dir() else ():
+    for path in run_dirs(runs_dir):
         try:
-            if (path / "run.json").is_file() and read_run_info(path).get("elastic_run_id") == run_id:
+            if read_run_info(path).get("elastic_run_id") == run_id:
                 found.append(path)
         except GptinyError:
             continue  # a damaged run.json is not the run we look for
