@@ -161,6 +161,40 @@ def test_two_workers_share_one_sqlite_study(data_dir):
     assert len({t["worker"] for t in found}) == 2
 
 
+CLAIMER = """
+import sys, time
+from pathlib import Path
+from gptiny_cli.sweep import driver, study
+sweep = study.reopen(Path(sys.argv[1]))
+while time.time() < float(sys.argv[2]):  # start together, so the claims overlap
+    pass
+taken = []
+while (trial := driver.claim(sweep)) is not None:
+    taken.append(trial.number)
+    sweep.study.tell(trial, 1.0)
+print(taken)
+"""
+
+
+def test_workers_claiming_at_once_never_take_the_same_trial(data_dir):
+    import time
+
+    from gptiny_cli.sweep import study
+
+    config = write_config(Path("tiny.toml"), tiny_raw(data_dir))
+    sweep = study.create(config, ["train.seed=" + ",".join(str(k) for k in range(24))], Path("runs"), 1, None,
+                         None, None, False, None, None)
+    start = str(time.time() + 4)
+    workers = [subprocess.Popen([sys.executable, "-c", CLAIMER, str(sweep.dir), start], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=cli_env()) for _ in range(3)]
+    taken = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+        taken += json.loads(out)
+    assert sorted(taken) == list(range(24))
+
+
 # gptiny plot SWEEP, gptiny compare
 
 

@@ -2,7 +2,7 @@
 
 Interrupted trials of the sweep go first, continued in their own runs; then queued grid points, or new
 points from the sampler until ``--trials`` are done or running. Several workers (processes, machines)
-can drive one study at once: each takes the next trial from the shared database.
+can drive one study at once: each claims the next trial from the shared database under a lock.
 """
 
 from __future__ import annotations
@@ -10,9 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from filelock import FileLock
+
 from gptiny_cli.sweep.spec import grid_size
 from gptiny_cli.sweep.study import Sweep, TrialEvent, optuna
 from gptiny_cli.sweep.trial import train_trial
+
+CLAIM_LOCK = "claim.lock"
 
 
 def _target(sweep: Sweep) -> int:
@@ -32,9 +36,32 @@ def _finished(sweep: Sweep) -> int:
     return sum(1 for t in states if t.state.name in ("COMPLETE", "PRUNED", "FAIL"))
 
 
+def _running_elsewhere(sweep: Sweep) -> int:
+    return sum(1 for t in sweep.study.get_trials(deepcopy=False)
+               if t.state.name == "RUNNING" and not t.user_attrs.get("interrupted"))
+
+
 def _interrupted(sweep: Sweep) -> list[Any]:
     return [t for t in sweep.study.get_trials(deepcopy=False)
             if t.state.name == "RUNNING" and t.user_attrs.get("interrupted")]
+
+
+def claim(sweep: Sweep):
+    """The next trial for this worker, or None when the study has enough.
+
+    Optuna hands out a queued point by reading it as waiting and then marking it running; a server
+    database locks the row in between, SQLite does not, so two workers could both take one point and
+    the second ``tell`` would fail. The lock file in the sweep directory makes the look and the take
+    one step for every worker that shares the directory.
+    """
+    opt = optuna()
+    with FileLock(sweep.dir / CLAIM_LOCK):
+        for frozen in _interrupted(sweep):
+            # Optuna's ask() only starts new trials; a Trial over the stored id takes a running one up again.
+            trial = opt.trial.Trial(sweep.study, frozen._trial_id)
+            trial.set_user_attr("interrupted", False)
+            return trial
+        return sweep.study.ask() if _more(sweep) else None
 
 
 def run(sweep: Sweep, should_stop: Callable[[], bool], device: str = "auto") -> Iterator[TrialEvent]:
@@ -42,18 +69,8 @@ def run(sweep: Sweep, should_stop: Callable[[], bool], device: str = "auto") -> 
 
     Interrupted trials of this sweep go first, their runs continued from their checkpoints.
     """
-    opt = optuna()
-    for frozen in _interrupted(sweep):
-        # Optuna's ask() only starts new trials; a Trial over the stored id takes a running one up again.
-        trial = opt.trial.Trial(sweep.study, frozen._trial_id)
-        trial.set_user_attr("interrupted", False)
-        yield from train_trial(sweep, trial, should_stop, device)
-        if should_stop():
+    while not should_stop():
+        trial = claim(sweep)
+        if trial is None:
             return
-    while _more(sweep) and not should_stop():
-        yield from train_trial(sweep, sweep.study.ask(), should_stop, device)
-
-
-def _running_elsewhere(sweep: Sweep) -> int:
-    return sum(1 for t in sweep.study.get_trials(deepcopy=False)
-               if t.state.name == "RUNNING" and not t.user_attrs.get("interrupted"))
+        yield from train_trial(sweep, trial, should_stop, device)
