@@ -12,6 +12,7 @@ from gptiny_cli.cli import app
 from gptiny_cli.config import config_from_dict, read_toml
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.report.progress import TrainView
+from gptiny_cli.store import manifest
 from gptiny_cli.training import loop
 from gptiny_cli.training.budget import Budget, parse_minutes, whole_split_ratio
 from gptiny_cli.training.resume import resume
@@ -111,6 +112,26 @@ def test_a_resumed_budget_run_continues_from_the_saved_fraction(data_dir):
     assert finished.iter == 30
     lrs = [(r["iter"], r["lr"], r["loss"]) for r in metrics(straight.run_dir) if "lr" in r]
     assert lrs == [(r["iter"], r["lr"], r["loss"]) for r in metrics(cut.run_dir) if "lr" in r]
+
+
+def test_a_checkpoint_is_saved_when_the_evaluation_at_its_interval_does_not_fit(data_dir, monkeypatch):
+    session = setup(config_from_dict(budget_raw(data_dir, eval_interval=2, checkpoint_interval=2)), device="cpu")
+    evaluating = [0.0]
+    estimate = loop.estimate_loss
+
+    def slow_estimate(*args, **kwargs):  # every evaluation takes 4 s of the clock, a step 1 s
+        evaluating[0] += 4.0
+        return estimate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "estimate_loss", slow_estimate)
+    saved = {}  # after each step: the step of the checkpoint on disk
+    for event in loop.run(session, clock=lambda: session.iter + evaluating[0]):
+        if isinstance(event, loop.StepStats):
+            saved[event.iter] = manifest.saved_step(session.run_dir)
+    evaluated = {r["iter"] for r in metrics(session.run_dir) if "val_loss" in r}
+    skipped = [i for i in range(2, max(saved), 2) if i not in evaluated]
+    assert skipped, evaluated  # some evaluations did not fit the time left
+    assert [saved[i + 1] for i in skipped] == skipped
 
 
 def test_the_budget_holds_back_time_for_the_last_evaluation_and_the_whole_split(data_dir):

@@ -249,10 +249,12 @@ def _loop(s: Session, should_stop: Callable[[], bool], budget: Budget) -> Iterat
         budget.tick()
         due = (s.iter % t.eval_interval == 0 and budget.eval_fits()) or s.iter == t.max_iters or budget.up()
         if due and s.iter != resumed_at:
-            yield _evaluate(s, watch, budget)
+            yield _evaluate(s, watch, budget)  # which saves
             window_start, window_steps = clock(), 0
             if t.patience and s.evals_since_best >= t.patience:
                 early_stopped = True
+        elif s.iter % t.checkpoint_interval == 0 and 0 < s.iter != resumed_at:  # also if the evaluation did not fit
+            _save(s, None, watch)
         if s.iter >= t.max_iters or early_stopped or budget.up():
             break
         if _stop_agreed(s, should_stop):
@@ -270,8 +272,6 @@ def _loop(s: Session, should_stop: Callable[[], bool], budget: Budget) -> Iterat
         if s.iter % t.log_interval == 0:
             yield _log_step(s, loss, lr, tokens_per_step * window_steps, window_start, watch, clock)
             window_start, window_steps = clock(), 0
-        if s.iter % t.checkpoint_interval == 0 and s.iter % t.eval_interval != 0 and s.iter < t.max_iters:
-            _save(s, None, watch)
     yield _finish(s, interrupted, early_stopped, budget)
 
 
