@@ -6,11 +6,12 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from safetensors import safe_open
 
 from gptiny_cli.config import config_from_dict
 from gptiny_cli.training import loop
-from gptiny_cli.training.session import setup
+from gptiny_cli.training.session import checkpoint_bytes, setup
 from tests.conftest import tiny_raw
 
 
@@ -102,3 +103,30 @@ def test_muon_optimizer_trains(data_dir):
     _, events = run_to_end(config)
     evals = [e for e in events if isinstance(e, loop.EvalStats)]
     assert evals[-1].val_loss < evals[0].val_loss - 1.0
+
+
+def tensor_bytes(path: Path) -> int:
+    with safe_open(str(path), framework="pt") as f:
+        return sum(f.get_tensor(name).numel() * f.get_tensor(name).element_size() for name in f.keys())
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_the_disk_check_counts_the_tensors_a_checkpoint_writes(data_dir, optimizer):
+    config = config_from_dict(tiny_raw(data_dir, optimizer=optimizer, ema_decay=0.9, ema_start=0.5))
+    session = setup(config, device="cpu")
+    expected = checkpoint_bytes(session)  # before training, as the check runs
+    list(loop.run(session))
+    checkpoint = session.run_dir / "checkpoint"
+    written = sum(tensor_bytes(checkpoint / name)  # the best weights at most a copy of the last
+                  for name in ("model.safetensors", "model-last.safetensors", "state.safetensors"))
+    assert "ema.tok_emb.weight" in safe_open(str(checkpoint / "state.safetensors"), framework="pt").keys()
+    assert expected == written
+
+
+def test_tying_the_head_saves_parameters_but_no_flops(data_dir):
+    def flops(tie: bool) -> float:
+        raw = tiny_raw(data_dir)
+        raw["model"]["tie_weights"] = tie
+        return setup(config_from_dict(raw), device="cpu", name=f"tie-{tie}").flops_per_token
+
+    assert flops(True) == flops(False)

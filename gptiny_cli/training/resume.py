@@ -84,7 +84,7 @@ def reopen(planned: Plan, world: World) -> Session:
 def _go_on(session: Session, changes: dict[str, Any]) -> None:
     """Make the run directory ready to go on: debris of a killed save gone, config and run.json updated."""
     run_dir, info, world = session.run_dir, session.info, session.world
-    manifest.preflight(run_dir, checkpoint_bytes(session.model))
+    manifest.preflight(run_dir, checkpoint_bytes(session))
     try:
         manifest.recover(run_dir)
         if changes:

@@ -54,12 +54,15 @@ def scheduled_lr(t: TrainConfig, step: int, fraction: float | None = None) -> fl
                          fraction=fraction)
 
 
-def flops_per_token(cfg: ModelConfig, n_params_non_embedding: int) -> float:
-    """Training FLOPs per token: 6 per weight (forward + backward) plus attention's scores.
+def flops_per_token(cfg: ModelConfig, n_params_non_embedding: int, vocab_size: int) -> float:
+    """Training FLOPs per token: 6 per weight of a matmul (forward + backward) plus attention's scores.
 
-    Attention's QK^T and AV products add 2 · 2 · T · C per layer forward, tripled for training.
+    The matmuls' weights are those outside the embeddings, and the head's, which a tied head
+    shares with the token embedding (so it is not among them). Attention's QK^T and AV products
+    add 2 · 2 · T · C per layer forward, tripled for training.
     """
     if cfg.arch == "bigram":
         return 0.0
+    tied_head = cfg.n_embd * vocab_size if cfg.tie_weights else 0
     attention = 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
-    return 6 * n_params_non_embedding + attention
+    return 6 * (n_params_non_embedding + tied_head) + attention

@@ -117,7 +117,7 @@ def build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Session
         optimizer=make_optimizer(model, t, dev),
         scaler=torch.amp.GradScaler(dev.type) if precision.uses_scaler else None,
         info=info,
-        flops_per_token=flops_per_token(config.model, counts.non_embedding),
+        flops_per_token=flops_per_token(config.model, counts.non_embedding, corpus.vocab.size),
         peak_flops=peaks.peak(dev, precision.dtype).flops,
     )
 
@@ -166,7 +166,7 @@ def _open_new(session: Session, fresh: bool) -> None:
         session.lock = RunLock(run_dir)
         if not fresh:
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # of a start that failed before its first save
-        manifest.preflight(run_dir, checkpoint_bytes(session.model))
+        manifest.preflight(run_dir, checkpoint_bytes(session))
         atomic.write_text(run_dir / "config.toml", session.config.to_toml())
         atomic.write_json(run_dir / "vocab.json", session.corpus.vocab.to_json())
         runs.write_run_info(run_dir, session.info)
@@ -189,6 +189,16 @@ def _claim(run_dir: Path) -> Path:
     return run_dir
 
 
-def checkpoint_bytes(model: nn.Module) -> int:
-    """Disk a checkpoint takes at most: the weights twice (best and last) and two optimizer moments."""
-    return 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+def checkpoint_bytes(s: Session) -> int:
+    """The tensor bytes a checkpoint of ``s`` writes at most: the weights twice (the best ones a copy
+    where hard links fail), the optimizer's state and, with ``train.ema_decay``, the weights' average.
+
+    AdamW keeps two moments and a float32 step count per tensor, Muon one momentum per matrix.
+    """
+    def size(p: torch.Tensor) -> int:
+        return p.numel() * p.element_size()
+
+    weights = sum(size(p) for p in s.model.parameters())  # a tied tensor once, as it is saved
+    optimizer = sum(size(p) if group.get("muon") else 2 * size(p) + 4
+                    for group in s.optimizer.param_groups for p in group["params"])
+    return 2 * weights + optimizer + (weights if s.config.train.ema_decay > 0 else 0)
