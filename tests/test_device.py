@@ -117,10 +117,19 @@ def test_a_local_rank_beyond_the_visible_gpus_is_refused(gpu):
 def test_nccl_is_told_to_raise_on_a_lost_peer_unless_the_user_chose_otherwise():
     env = {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
     distributed.raise_on_lost_peer(env)
-    assert env == {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "TORCH_NCCL_BLOCKING_WAIT": "1"}
+    assert env == {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
     fresh: dict[str, str] = {}
     distributed.raise_on_lost_peer(fresh)
-    assert fresh == {"TORCH_NCCL_BLOCKING_WAIT": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
+    assert fresh == {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
+
+
+def test_blocking_waits_are_the_users_choice_never_gptinys():
+    fresh: dict[str, str] = {}
+    distributed.raise_on_lost_peer(fresh)
+    assert "TORCH_NCCL_BLOCKING_WAIT" not in fresh  # it would hold the host on every all-reduce
+    chosen = {"TORCH_NCCL_BLOCKING_WAIT": "1"}
+    distributed.raise_on_lost_peer(chosen)
+    assert chosen == {"TORCH_NCCL_BLOCKING_WAIT": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
 
 
 def test_a_cpu_generator_can_drive_a_model_on_another_device():

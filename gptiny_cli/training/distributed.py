@@ -155,18 +155,20 @@ def init(device: str = "auto", env: Mapping[str, str] = os.environ) -> World:
     return world
 
 
-# Read by ProcessGroupNCCL when the group is created. By default a rank whose peer died blocks
-# inside a GPU wait until the watchdog kills the process (async error handling 3, "SkipCleanUp"),
-# so the graceful path never runs and run.json stays "running". With blocking waits a
-# collective that outlives the group's timeout raises in Python, as gloo's do; error handling
-# 2 ("CleanUpOnly") aborts the communicators without killing the process, which unblocks a GPU
-# stream stuck on a dead peer, so the next collective raises instead of the process vanishing.
-NCCL_ERROR_ENV = {"TORCH_NCCL_BLOCKING_WAIT": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
+# Read by ProcessGroupNCCL when the group is created. By default (async error handling 3,
+# "SkipCleanUp") a rank whose peer died blocks inside a GPU wait until the watchdog kills the
+# process, so the graceful path never runs and run.json stays "running". With 2 ("CleanUpOnly")
+# the watchdog, on a collective that outlives the group's timeout, aborts the communicators
+# without killing the process: that unblocks a GPU stream stuck on the dead peer, and the next
+# collective raises in Python, as gloo's do. TORCH_NCCL_BLOCKING_WAIT=1 would make every
+# collective's wait hold the host until the GPU finished it, which costs the overlap of DDP's
+# all-reduces with the backward pass on every step; it stays the user's choice (distributed.md).
+NCCL_ERROR_ENV = {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
 
 
 def raise_on_lost_peer(environ: MutableMapping[str, str] = os.environ) -> None:
     """Make NCCL collectives raise on a lost peer (before ``init_process_group``); the user's own
-    settings of these variables win."""
+    settings of these variables win, TORCH_NCCL_BLOCKING_WAIT among them."""
     for key, value in NCCL_ERROR_ENV.items():
         environ.setdefault(key, value)
 
