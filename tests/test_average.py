@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch.profiler import profile
 
 from gptiny_cli.config import config_from_dict
 from gptiny_cli.errors import GptinyError
@@ -57,6 +58,22 @@ def test_each_step_moves_the_average_one_minus_the_decay_of_the_way_to_the_weigh
     average.update(s, None)
     average.update(s, None)
     assert all(torch.allclose(p, torch.full_like(p, 1 - 0.75**2)) for p in s.average.parameters())
+    s.close()
+
+
+def test_the_average_moves_all_its_tensors_in_one_operation_exactly_as_one_at_a_time(data_dir):
+    s = session(data_dir)
+    s.iter = 5
+    average.update(s, None)
+    alone = [p.detach().clone() for p in s.average.parameters()]
+    with torch.no_grad():
+        for p in s.model.parameters():
+            p.add_(torch.randn_like(p))
+    with profile() as prof:
+        average.update(s, None)
+    assert [e.name for e in prof.events() if e.cpu_parent is None] == ["aten::_foreach_lerp_"]
+    for mine, one, theirs in zip(s.average.parameters(), alone, s.model.parameters(), strict=True):
+        assert torch.equal(mine, one.lerp_(theirs, 1 - 0.75))
     s.close()
 
 

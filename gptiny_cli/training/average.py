@@ -43,5 +43,5 @@ def update(s: Session, fraction: float | None) -> None:
     if s.average is None:
         s.average = new_average(s.model)
         return
-    for mine, theirs in zip(s.average.parameters(), s.model.parameters(), strict=True):
-        mine.lerp_(theirs, 1 - t.ema_decay)
+    # One multi-tensor lerp for all the weights (on a GPU a few launches, not one per tensor).
+    torch._foreach_lerp_(list(s.average.parameters()), list(s.model.parameters()), 1 - t.ema_decay)

@@ -51,9 +51,10 @@ class Muon(torch.optim.Optimizer):
     def step(self, closure=None):  # noqa: D102 - torch's signature
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
             if not group["muon"]:
-                for p in params:
-                    self._adamw_update(p, group)
+                self._adamw_update(params, group)
                 continue
             by_shape: dict[torch.Size, list[torch.Tensor]] = {}
             for p in params:
@@ -61,37 +62,46 @@ class Muon(torch.optim.Optimizer):
             for same in by_shape.values():  # one batched orthogonalization per shape: every layer's qkv at once
                 self._muon_update(same, group)
 
+    # Each group is updated with torch's multi-tensor (_foreach_) operations: on a GPU a few kernel
+    # launches for all of its tensors instead of a few per tensor. On the CPU they run the same
+    # operations tensor by tensor, so the result is the same, bit for bit.
+
     def _muon_update(self, params: list[torch.Tensor], group: dict) -> None:
         """Update matrices of one shape: momentum, then its orthogonalized Nesterov step."""
-        directions = []
         for p in params:
-            state = self.state[p]
-            if not state:
-                state["momentum_buffer"] = torch.zeros_like(p)
-            buf = state["momentum_buffer"]
-            buf.mul_(group["momentum"]).add_(p.grad)
-            directions.append(p.grad.add(buf, alpha=group["momentum"]))  # Nesterov
+            if not self.state[p]:
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+        grads = [p.grad for p in params]
+        buffers = [self.state[p]["momentum_buffer"] for p in params]
+        torch._foreach_mul_(buffers, group["momentum"])
+        torch._foreach_add_(buffers, grads)
+        directions = torch._foreach_add(grads, buffers, alpha=group["momentum"])  # Nesterov
         updates = orthogonalize(torch.stack(directions))  # (N, m, n)
         # Scale so that tall and wide matrices get updates of similar RMS size.
         scale = max(1.0, params[0].size(0) / params[0].size(1)) ** 0.5
-        for p, update in zip(params, updates, strict=True):
-            p.mul_(1 - group["lr"] * group["weight_decay"])
-            p.add_(update, alpha=-group["lr"] * scale)
+        torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+        torch._foreach_add_(params, updates.unbind(0), alpha=-group["lr"] * scale)
 
-    def _adamw_update(self, p: torch.Tensor, group: dict) -> None:
-        state = self.state[p]
-        if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32)
-            state["exp_avg"] = torch.zeros_like(p)
-            state["exp_avg_sq"] = torch.zeros_like(p)
+    def _adamw_update(self, params: list[torch.Tensor], group: dict) -> None:
+        for p in params:
+            if not self.state[p]:
+                self.state[p].update(step=torch.zeros((), dtype=torch.float32), exp_avg=torch.zeros_like(p),
+                                     exp_avg_sq=torch.zeros_like(p))
+        states = [self.state[p] for p in params]
+        grads = [p.grad for p in params]
+        exp_avgs, exp_avg_sqs = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
         beta1, beta2 = group["betas"]
-        state["step"] += 1
-        step = state["step"].item()
-        state["exp_avg"].lerp_(p.grad, 1 - beta1)
-        state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-        denom = (state["exp_avg_sq"] / (1 - beta2**step)).sqrt_().add_(group["eps"])
-        p.mul_(1 - group["lr"] * group["weight_decay"])
-        p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1**step))
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1)
+        counts = [step.item() for step in steps]  # on the CPU: no wait for the device
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        denoms = torch._foreach_div(exp_avg_sqs, [1 - beta2**n for n in counts])
+        torch._foreach_sqrt_(denoms)
+        torch._foreach_add_(denoms, group["eps"])
+        torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+        torch._foreach_addcdiv_(params, exp_avgs, denoms, [-group["lr"] / (1 - beta1**n) for n in counts])
 
 
 def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
