@@ -7,8 +7,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from gptiny_cli.cli import app
-from gptiny_cli.prepare.corpus import prepare_corpus
-from tests.conftest import TINY_TEXT, tiny_raw, write_config
+from tests.conftest import TINY_TEXT
+from tests.training import train_tiny
 
 # Spaces, newlines and characters outside ASCII, so that the tokenizers are tested on all three.
 EXPORT_TEXT = TINY_TEXT + "ROMEO: ça va, Ångström? «oui» — 😀 ½\n" * 5
@@ -23,20 +23,9 @@ def gptiny(*args: str):
 def train_run(where: Path, position: str = "learned", tie: bool = False, n_embd: int = 64,
               block_size: int = 128) -> Path:
     """A run in ``where``/runs trained for a few steps; big enough to fold the head's bias (V ≤ n_embd)."""
-    data = where / "data"
-    if not data.is_dir():
-        corpus = where / "corpus.txt"
-        corpus.write_text(EXPORT_TEXT, encoding="utf-8")
-        prepare_corpus(corpus, data, val_fraction=0.1)
-    raw = tiny_raw(data, max_iters=30)
-    raw["model"].update(n_embd=n_embd, block_size=block_size, n_layer=2, position=position, tie_weights=tie)
-    name = f"{position}-{'tied' if tie else 'untied'}-{n_embd}"
-    config = write_config(where / f"{name}.toml", raw)
-    runs = where / "runs"
-    result = gptiny("train", str(config), "--device", "cpu", "--name", name, "--runs-dir", str(runs))
-    assert result.exit_code == 0, result.output
-    (run_dir,) = runs.glob(f"*-{name}")
-    return run_dir
+    return train_tiny(name=f"{position}-{'tied' if tie else 'untied'}-{n_embd}", root=where, text=EXPORT_TEXT,
+                      model={"n_embd": n_embd, "block_size": block_size, "n_layer": 2, "position": position,
+                             "tie_weights": tie}, max_iters=30)
 
 
 def export(run_dir: Path, fmt: str, *args: str) -> Path:

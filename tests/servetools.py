@@ -1,4 +1,4 @@
-"""Helpers for the serve tests: a tiny trained run, and the real app under uvicorn on a free port."""
+"""Helpers for the serve tests: the real app under uvicorn on a free port."""
 
 from __future__ import annotations
 
@@ -11,28 +11,11 @@ from pathlib import Path
 
 import uvicorn
 
-from gptiny_cli.config import config_from_dict
 from gptiny_cli.generation.inference import for_inference
-from gptiny_cli.prepare.corpus import prepare_corpus
 from gptiny_cli.serve.app import ServeOptions, create_app
 from gptiny_cli.serve.engine import Engine
 from gptiny_cli.serve.protocol import Limits
 from gptiny_cli.store.runs import load_run
-from gptiny_cli.training import loop
-from gptiny_cli.training.session import setup
-from tests.conftest import TINY_TEXT, tiny_raw
-
-
-def train_run(root: Path) -> Path:
-    """The conftest's tiny model, trained (in about a second) into ``root``/runs."""
-    corpus = root / "tiny.txt"
-    corpus.write_text(TINY_TEXT, encoding="utf-8")
-    data = root / "data" / "tiny"
-    prepare_corpus(corpus, data, val_fraction=0.1)
-    session = setup(config_from_dict(tiny_raw(data)), device="cpu", name="serve", runs_dir=root / "runs")
-    events = list(loop.run(session))
-    assert events[-1].status == "completed"
-    return session.run_dir
 
 
 @contextmanager

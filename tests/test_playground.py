@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servetools import serving, train_run
+from tests.servetools import serving
+from tests.training import train_tiny
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory):
-    with serving(train_run(tmp_path_factory.mktemp("playground"))) as base:
+    with serving(train_tiny(name="serve", root=tmp_path_factory.mktemp("playground"))) as base:
         yield base
 
 

@@ -17,12 +17,13 @@ import pytest
 from gptiny_cli.report.attention import insight
 from gptiny_cli.store.runs import load_run
 from tests.conftest import cli_env
-from tests.servetools import serving, train_run
+from tests.servetools import serving
+from tests.training import train_tiny
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_run(tmp_path_factory.mktemp("serve"))
+    return train_tiny(name="serve", root=tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")

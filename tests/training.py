@@ -1,4 +1,5 @@
-"""Training a tiny run through the command line, for tests of what reads runs afterwards."""
+"""The one way tests train a tiny run: through the command line, in about a second, for the tests
+of what reads runs afterwards (sample, eval, plot, export, serve, ...)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,32 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from gptiny_cli.cli import app
-from tests.conftest import tiny_raw, write_config
+from gptiny_cli.prepare.corpus import prepare_corpus
+from tests.conftest import TINY_TEXT, tiny_raw, write_config
 
 
-def train_tiny(data_dir: Path, name: str = "tiny", log: dict | None = None, **train: object) -> Path:
-    """Train the tiny model of ``tiny_raw`` (in about a second) and return its new run directory."""
+def train_tiny(data_dir: Path | None = None, name: str = "tiny", *, root: Path = Path("."), text: str = TINY_TEXT,
+               model: dict | None = None, log: dict | None = None, **train: object) -> Path:
+    """Train the tiny model of ``tiny_raw`` into ``root``/runs and return its new run directory.
+
+    Without ``data_dir`` it trains on ``text``, prepared into ``root``/data/tiny the first time;
+    ``model``, ``log`` and ``train`` change the config's sections.
+    """
+    if data_dir is None:
+        data_dir = root / "data" / "tiny"
+        if not data_dir.is_dir():
+            corpus = root / "tiny.txt"
+            corpus.write_text(text, encoding="utf-8")
+            prepare_corpus(corpus, data_dir, val_fraction=0.1)
     raw = tiny_raw(data_dir, **train)
+    raw["model"].update(model or {})
     if log is not None:
         raw["log"] = log
-    config = write_config(Path(f"{name}.toml"), raw)
-    runs = Path("runs")
+    config = write_config(root / f"{name}.toml", raw)
+    runs = root / "runs"
     before = set(runs.iterdir()) if runs.is_dir() else set()
-    result = CliRunner().invoke(app, ["train", str(config), "--device", "cpu"])
+    result = CliRunner().invoke(app, ["train", str(config), "--device", "cpu", "--name", name,
+                                      "--runs-dir", str(runs)])
     assert result.exit_code == 0, result.output
     (run_dir,) = set(runs.iterdir()) - before
     return run_dir
