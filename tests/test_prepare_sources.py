@@ -166,3 +166,13 @@ def test_links_out_of_the_folder_are_not_followed_and_a_file_linked_twice_is_rea
     summary = prepare_corpus(["shelf"], Path("data/shelf"))
     assert [s["path"] for s in summary.sources] == ["shelf/a.txt"]
     assert _joined(Path("data/shelf")) == "inside the folder, long enough to split\n"
+
+
+def test_the_command_names_five_documents_per_split_and_counts_the_rest():
+    for i in range(8):
+        _write(f"shelf/{i}.txt", f"document number {i}, with some text in it\n")
+    result = CliRunner().invoke(app, ["prepare", "shelf", "--split", "documents", "--val-fraction", "0.2"])
+    assert result.exit_code == 0, result.output
+    names = ", ".join(f"shelf/{i}.txt" for i in range(5))
+    assert f"train: {names}, and 1 more" in result.stdout
+    assert "val: shelf/6.txt, shelf/7.txt\n" in result.stdout

@@ -25,7 +25,7 @@ def test_vocab_from_a_data_or_run_directory_encodes_with_its_ids():
 
 def test_characters_the_vocab_lacks_are_an_error_listing_them():
     _prepare("abcdef abcdef abcdef\n", "old")
-    with pytest.raises(GptinyError, match=r"2 characters are not in the --vocab vocabulary: 'xz'; add --extend"):
+    with pytest.raises(GptinyError, match=r"2 characters are not in the --vocab vocabulary: 'x', 'z'; add --extend"):
         _prepare("abc xz abc xz abc\n", "new", vocab="data/old/vocab.json")
     assert not Path("data/new").exists()
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gptiny_cli.cli.common import err, out, user_errors
-from gptiny_cli.errors import GptinyError
+from gptiny_cli.errors import GptinyError, listing
 
 _LISTED = 5  # documents named per split before "and N more"
 
@@ -95,9 +95,7 @@ def _run(specs: list[str], target: Path, options):
 
 
 def _names(sources: list[dict], where: str) -> str:
-    names = [s["path"] for s in sources if s["split"] == where]
-    more = f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
-    return escape(", ".join(names[:_LISTED]) + more)
+    return escape(listing([s["path"] for s in sources if s["split"] == where], _LISTED))
 
 
 def _report(specs: list[str], summary) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from gptiny_cli.errors import listing
 from gptiny_cli.generation.sample import generate
 from gptiny_cli.model import count_params
 from gptiny_cli.store.runs import LoadedRun, read_run_info
@@ -65,9 +66,7 @@ transformers loads without custom code. One token is one character.
 
 def _data(loaded: LoadedRun) -> str:
     sources, sha = data_facts(Path(loaded.config.data.path))
-    listed = "".join(f"\n  - {line}" for line in sources[:LISTED_SOURCES])
-    if len(sources) > LISTED_SOURCES:
-        listed += f"\n  - and {len(sources) - LISTED_SOURCES} more"
+    listed = "\n  - " + listing(sources, LISTED_SOURCES, "\n  - ")
     chars = json.dumps("".join(loaded.vocab.chars), ensure_ascii=False)
     return f"""## Data
 

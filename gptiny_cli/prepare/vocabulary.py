@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gptiny_cli.data import Vocab
-from gptiny_cli.errors import GptinyError
+from gptiny_cli.errors import GptinyError, listing
 from gptiny_cli.prepare.stream import CODE_POINTS
 
 DEFAULT_REPLACEMENT = "\ufffd"  # U+FFFD REPLACEMENT CHARACTER, made for exactly this
@@ -42,12 +42,6 @@ def load_base(spec: str) -> Vocab:
     return Vocab.load(path)
 
 
-def _listing(chars: list[str]) -> str:
-    shown = "".join(chars[:_SHOWN])
-    more = f" and {len(chars) - _SHOWN} more" if len(chars) > _SHOWN else ""
-    return f"{shown!r}{more}"
-
-
 def _rare(seen: dict[str, int], min_count: int, keep: set[str]) -> dict[str, int]:
     if min_count <= 1:
         return {}
@@ -70,7 +64,8 @@ def plan_vocabulary(counts: np.ndarray, base: Vocab | None = None, extend: bool 
     else:
         added = [ch for ch in wanted if ch not in known]
         if added and not extend:
-            raise GptinyError(f"{len(added)} characters are not in the --vocab vocabulary: {_listing(added)}; "
+            named = listing([repr(ch) for ch in added], _SHOWN)
+            raise GptinyError(f"{len(added)} characters are not in the --vocab vocabulary: {named}; "
                               "add --extend to append them (existing ids keep their meaning)")
         vocab = Vocab(base.chars + tuple(added))
     table = np.full(CODE_POINTS, -1, dtype=np.int32)
