@@ -11,13 +11,15 @@ import typer
 from rich.table import Table
 
 from gptiny_cli.cli.common import RUNS_DIR, err, out, user_errors
+from gptiny_cli.prepare.sources import TINY_SHAKESPEARE_VOCAB_SIZE
 
 
 def inspect(
     target: Annotated[str, typer.Argument(help="A run directory, `latest`, or a TOML config.")] = "latest",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     vocab_size: Annotated[int, typer.Option(
-        help="For a CONFIG whose data is not prepared yet: the vocabulary size to count with.")] = 65,
+        help="For a CONFIG whose data is not prepared yet: the vocabulary size to count with "
+             "(Tiny Shakespeare's by default).")] = TINY_SHAKESPEARE_VOCAB_SIZE,
     runs_dir: RUNS_DIR = Path("runs"),
 ) -> None:
     """Show the parameter count and shapes of every module of a model.

@@ -17,6 +17,8 @@ from gptiny_cli.errors import GptinyError
 
 STDIN = "-"
 DEFAULT_GLOB = "*.txt"
+# The characters of Tiny Shakespeare, what no INPUT prepares: inspect counts with it before any data exists.
+TINY_SHAKESPEARE_VOCAB_SIZE = 65
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import torch.nn as nn
 from gptiny_cli.config import load_config
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.model import build_model, count_params
+from gptiny_cli.prepare.sources import TINY_SHAKESPEARE_VOCAB_SIZE
 from gptiny_cli.store.runs import load_run, resolve_run
 
 
@@ -42,9 +43,6 @@ def module_rows(model: nn.Module) -> list[ModuleRow]:
     return rows
 
 
-DEFAULT_VOCAB_SIZE = 65  # Tiny Shakespeare's, for a config inspected before any data is prepared
-
-
 def _vocab_size_of(data_path: str, fallback: int) -> tuple[int, str | None]:
     """The prepared data's vocabulary size, or ``fallback`` and a note saying so when there is none."""
     meta = Path(data_path) / "meta.json"
@@ -57,7 +55,7 @@ def _vocab_size_of(data_path: str, fallback: int) -> tuple[int, str | None]:
         raise GptinyError(f"{meta} is damaged; run `gptiny prepare` again") from None
 
 
-def describe(target: str, runs_dir: Path, vocab_size: int = DEFAULT_VOCAB_SIZE) -> dict[str, Any]:
+def describe(target: str, runs_dir: Path, vocab_size: int = TINY_SHAKESPEARE_VOCAB_SIZE) -> dict[str, Any]:
     """Per-module parameter counts and shapes, with totals, as plain data.
 
     A config's vocabulary size comes from its prepared data, else from ``vocab_size``; then the
