@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 from gptiny_cli.config import load_config  # noqa: E402
 from gptiny_cli.model import Dropout  # noqa: E402
 from gptiny_cli.prepare.corpus import prepare_corpus  # noqa: E402
-from gptiny_cli.training.loop import full_split_loss, run  # noqa: E402
+from gptiny_cli.training.loop import run  # noqa: E402
+from gptiny_cli.training.losses import full_split_loss  # noqa: E402
 from gptiny_cli.training.session import Session, setup  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"

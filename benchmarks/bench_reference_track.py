@@ -29,7 +29,8 @@ from gptiny_cli.config import RunConfig, load_config  # noqa: E402
 from gptiny_cli.data import get_batch  # noqa: E402
 from gptiny_cli.hardware.device import Precision  # noqa: E402
 from gptiny_cli.prepare.corpus import prepare_corpus  # noqa: E402
-from gptiny_cli.training.loop import full_split_loss, train_step  # noqa: E402
+from gptiny_cli.training.loop import train_step  # noqa: E402
+from gptiny_cli.training.losses import full_split_loss  # noqa: E402
 from gptiny_cli.training.session import Session, setup  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"

@@ -149,19 +149,18 @@ def get_batch(
     return window[:, :-1], window[:, 1:]
 
 
-def sequential_batches(tokens: torch.Tensor, batch_size: int, block_size: int):
+def sequential_windows(tokens: torch.Tensor, batch_size: int, block_size: int):
     """Every token of a split once, as consecutive windows (for a deterministic full evaluation).
 
-    Yields (x, y) with x (B, T); the last window is shorter when the split does not divide evenly.
+    Yields (B, T+1) windows, inputs ``[:, :-1]`` and targets ``[:, 1:]`` (so one copy to a device
+    carries both); the last window is shorter when the split does not divide evenly.
     """
     n_targets = len(tokens) - 1
     starts = list(range(0, n_targets, block_size))
     full = [s for s in starts if s + block_size <= n_targets]
     for i in range(0, len(full), batch_size):
         index = torch.tensor(full[i : i + batch_size])[:, None] + torch.arange(block_size + 1)
-        window = tokens[index].long()
-        yield window[:, :-1], window[:, 1:]
+        yield tokens[index].long()
     rest = [s for s in starts if s + block_size > n_targets]
     for start in rest:
-        window = tokens[start:].long()[None, :]
-        yield window[:, :-1], window[:, 1:]
+        yield tokens[start:].long()[None, :]

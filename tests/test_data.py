@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from gptiny_cli.data import Vocab, get_batch, load_corpus, sequential_batches
+from gptiny_cli.data import Vocab, get_batch, load_corpus, sequential_windows
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.prepare.corpus import prepare_corpus
 
@@ -58,9 +58,9 @@ def test_batches_are_targets_shifted_by_one(data_dir):
     assert torch.equal(x[:, 1:], y[:, :-1])
 
 
-def test_sequential_batches_cover_every_target_once(data_dir):
+def test_sequential_windows_cover_every_target_once(data_dir):
     corpus = load_corpus(data_dir)
-    targets = torch.cat([y.reshape(-1) for _, y in sequential_batches(corpus.val, 3, 8)])
+    targets = torch.cat([window[:, 1:].reshape(-1) for window in sequential_windows(corpus.val, 3, 8)])
     assert torch.equal(targets, corpus.val[1:].long())
 
 

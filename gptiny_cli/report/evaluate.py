@@ -1,6 +1,6 @@
 """``gptiny eval``: a trained run's exact loss and bits per character on its validation split or any text.
 
-Both use ``train.full_split_loss``, the loss training reports at its end: the mean over every
+Both use ``training.losses.full_split_loss``, the loss training reports at its end: the mean over every
 token, in order, in windows of ``block_size``. A text may hold characters the run's vocabulary
 lacks. The model cannot predict those, and dropping them would glue together neighbours that
 never met in the text, so the text is split around them instead: each stretch between unknown
@@ -22,7 +22,7 @@ from gptiny_cli.errors import GptinyError
 from gptiny_cli.hardware.setup import for_evaluation
 from gptiny_cli.prepare.corpus import read_corpus
 from gptiny_cli.store.runs import LoadedRun, load_run
-from gptiny_cli.training.loop import full_split_loss
+from gptiny_cli.training.losses import full_split_loss
 
 PRECISIONS = ("float32", "auto")
 

@@ -19,15 +19,14 @@ from datetime import datetime, timezone
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from gptiny_cli.data import get_windows, sequential_batches, step_seed
-from gptiny_cli.hardware.device import Precision, sum_dtype
+from gptiny_cli.data import get_windows, step_seed
 from gptiny_cli.hardware.setup import to_device
 from gptiny_cli.model import build_model
 from gptiny_cli.store import manifest, runs, tensorfile
 from gptiny_cli.training import average, distributed, faults, state
 from gptiny_cli.training.budget import Budget, Clock
+from gptiny_cli.training.losses import batch_loss, estimate_loss, full_split_loss
 from gptiny_cli.training.schedule import scheduled_lr
 from gptiny_cli.training.session import Session
 
@@ -65,54 +64,6 @@ class Finished:
 Event = StepStats | EvalStats | Finished
 
 
-def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: Precision) -> torch.Tensor:
-    with precision.autocast():
-        logits = model(x)  # (B, T, V)
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
-
-
-@torch.no_grad()
-def estimate_loss(s: Session, model: nn.Module | None = None, splits: tuple[str, ...] = ("train", "val"),
-                  ) -> list[float]:
-    """Mean loss of ``model`` (default: the one training) over ``eval_iters`` random batches per split.
-
-    The batches come from a generator seeded by the step, so an estimate does not depend on
-    how the run got there (straight through or resumed). Ranks share the batches out and sum
-    their losses, so the estimate is the same on any number of processes. The sum stays on the
-    device until the split is done: one wait for the GPU per split, not per batch.
-    """
-    t, m, world = s.config.train, s.config.model, s.world
-    model = s.forward if model is None else model
-    model.eval()
-    totals = []
-    for split in splits:
-        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + s.iter)
-        total = torch.zeros((), dtype=sum_dtype(s.device), device=s.device)
-        for i in range(t.eval_iters):
-            window = get_windows(getattr(s.corpus, split), t.batch_size, m.block_size, gen)  # every rank draws all
-            if i % world.size == world.rank:
-                window = to_device(window, s.device)
-                total += _loss(model, window[:, :-1], window[:, 1:], s.precision)
-        totals.append(total.item())
-    s.forward.train()
-    return [total / t.eval_iters for total in world.sum(totals)]
-
-
-@torch.no_grad()
-def full_split_loss(
-    model: nn.Module, tokens: torch.Tensor, block_size: int, batch_size: int,
-    device: torch.device, precision: Precision,
-) -> float:
-    """Exact mean loss over every token of a split, once, in order (deterministic)."""
-    model.eval()
-    total, count = torch.zeros((), dtype=sum_dtype(device), device=device), 0
-    for x, y in sequential_batches(tokens, batch_size, block_size):
-        loss = _loss(model, to_device(x, device), to_device(y, device), precision)
-        total += loss.to(total.dtype) * y.numel()
-        count += y.numel()
-    return total.item() / count
-
-
 def train_step(s: Session, poison: bool = False, fraction: float | None = None) -> tuple[torch.Tensor, float]:
     """One optimizer step over ``grad_accum`` micro-batches on each rank; returns (this rank's loss, lr).
 
@@ -134,7 +85,7 @@ def train_step(s: Session, poison: bool = False, fraction: float | None = None) 
         window = to_device(get_windows(s.corpus.train, t.batch_size, m.block_size, gen), s.device)
         torch.manual_seed(step_seed(t.seed, s.iter, index, "dropout"))
         with distributed.sync_gradients(s.ddp, now=k == t.grad_accum - 1):
-            loss = _loss(module, window[:, :-1], window[:, 1:], s.precision) / t.grad_accum
+            loss = batch_loss(module, window[:, :-1], window[:, 1:], s.precision) / t.grad_accum
             if poison:
                 loss = loss * math.nan
             (s.scaler.scale(loss) if s.scaler else loss).backward()
