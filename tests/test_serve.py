@@ -126,14 +126,33 @@ def test_a_bad_parameter_is_a_400_that_names_it(url, body, param, message):
     assert message in error["message"]
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def test_malformed_json_is_a_400_that_says_so(url):
-    response = httpx.post(f"{url}/v1/completions", content=b'{"prompt": "A",')
+    response = httpx.post(f"{url}/v1/completions", content=b'{"prompt": "A",', headers=JSON)
     assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
 
 
-def test_json_nested_too_deeply_to_parse_is_a_400_not_a_server_error(url):
-    response = httpx.post(f"{url}/v1/completions", content=b"[" * 100_000 + b"]" * 100_000)
+def test_json_nested_too_deeply_is_a_400_not_a_server_error(url):
+    response = httpx.post(f"{url}/v1/completions", content=b"[" * 100_000 + b"]" * 100_000, headers=JSON)
     assert response.status_code == 400 and "nested too deeply" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("kind", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_not_sent_as_json_is_a_415(url, kind):
+    # text/plain and forms are what any web page may POST here without a CORS preflight
+    headers = {"Content-Type": kind} if kind else {}
+    response = httpx.post(f"{url}/v1/completions", content=b'{"prompt": "A", "max_tokens": 1}', headers=headers)
+    assert response.status_code == 415 and "application/json" in response.json()["error"]["message"]
+
+
+def test_a_request_addressed_to_another_host_name_is_refused(url):
+    # a page on evil.example whose name was rebound to 127.0.0.1 sends its own name as the Host
+    response = httpx.post(f"{url}/v1/completions", json={"prompt": "A", "max_tokens": 1},
+                          headers={"Host": "evil.example"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_host"
+    assert httpx.get(f"{url}/health", headers={"Host": "localhost:8000"}).status_code == 200
 
 
 def test_a_body_over_a_megabyte_is_a_413(url):
@@ -171,6 +190,11 @@ def test_sixteen_concurrent_streaming_clients_all_receive_their_full_length(url)
             return await asyncio.gather(*(stream_length(client, url, 60) for _ in range(16)))
 
     assert asyncio.run(main()) == [60] * 16
+
+
+def test_a_stream_is_neither_cached_nor_buffered_by_a_proxy(url):
+    with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "A", "max_tokens": 3, "stream": True}) as r:
+        assert r.headers["cache-control"] == "no-cache" and r.headers["x-accel-buffering"] == "no"
 
 
 def open_stream(client: httpx.Client, url: str, max_tokens: int) -> tuple[httpx.Response, object]:

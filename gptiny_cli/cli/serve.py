@@ -14,10 +14,10 @@ import typer
 
 from gptiny_cli.cli.common import RUNS_DIR, Which, err, out, user_errors
 from gptiny_cli.errors import GptinyError
+from gptiny_cli.serve.listen import LOCAL_HOSTS, listen
 
 MISSING = "serving needs FastAPI and uvicorn, an optional extra: pip install 'gptiny[serve]'"
 SERVE_PACKAGES = ("fastapi", "uvicorn", "starlette", "pydantic")
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def serve(
@@ -39,7 +39,8 @@ def serve(
     """Serve a run: OpenAI's /v1/completions, a playground page at /, API docs at /docs.
 
     Examples: gptiny serve latest; gptiny serve runs/<id> --port 8080 --api-key s3cret;
-    then: curl localhost:8000/v1/completions -d '{"prompt": "ROMEO:", "max_tokens": 100}'
+    then: curl localhost:8000/v1/completions -H 'Content-Type: application/json'
+    -d '{"prompt": "ROMEO:", "max_tokens": 100}'
     """
     try:
         import uvicorn
@@ -50,7 +51,6 @@ def serve(
             raise
         with user_errors():
             raise GptinyError(MISSING) from None
-    from gptiny_cli.serve.listen import listen
 
     key = api_key or os.environ.get("GPTINY_API_KEY") or None
     with user_errors():
@@ -61,6 +61,7 @@ def serve(
         with user_errors():
             engine, vocab, options, where = _load(run, runs_dir, checkpoint.value, device, precision, queue_size)
         options.api_key, options.limits.max_tokens, options.cors_origins = key, max_tokens, cors_origin or []
+        options.hosts = LOCAL_HOSTS if host in LOCAL_HOSTS else None
         options.limits.max_prompts = min(options.limits.max_prompts, queue_size)
         _announce(host, sock.getsockname()[1], key, where)
         uvicorn.Server(uvicorn.Config(create_app(engine, vocab, options), log_level="warning")).run(sockets=[sock])

@@ -37,6 +37,8 @@ from gptiny_cli.serve.protocol import (
 )
 
 RETRY_AFTER_S = 1
+# A stream's events as they come: neither a cache nor a proxy such as nginx may hold them back.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # How long a request's text gathers between two pieces sent. Waking the event loop takes the GIL
 # from the worker: woken for every character, it halved the worker's speed.
 GATHER_S = 0.02
@@ -51,6 +53,9 @@ class ServeOptions:
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
     cors_origins: list[str] = field(default_factory=list)
+    # Host names a request may be addressed to; None takes any. A server on this machine alone
+    # answers only its own names, so a page whose DNS name is rebound to 127.0.0.1 reads nothing.
+    hosts: tuple[str, ...] | None = None
 
 
 def _error(error: ApiError) -> JSONResponse:
@@ -59,7 +64,15 @@ def _error(error: ApiError) -> JSONResponse:
 
 
 async def _read_body(request: Request) -> dict:
-    """The JSON body, refused with 413 past MAX_BODY bytes before it is all read."""
+    """The JSON body, refused with 413 past MAX_BODY bytes before it is all read.
+
+    Only ``application/json``: a browser page may send ``text/plain`` anywhere without asking
+    (no CORS preflight), so that content type would let any page use a server without a key.
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise ApiError(415, f"the request body must be sent as 'Content-Type: application/json', "
+                            f"not {kind or 'without a content type'!r}", code="unsupported_media_type")
     if int(request.headers.get("content-length") or 0) > MAX_BODY:
         raise ApiError(413, f"the request body is over {MAX_BODY:,} bytes", code="body_too_large")
     raw = bytearray()
@@ -164,8 +177,10 @@ async def _complete_whole(flight: _Flight, request: Request, options: ServeOptio
 
 
 async def _watch_disconnect(request: Request, flight: _Flight) -> None:
-    while not await request.is_disconnected():
-        await asyncio.sleep(0.05)
+    """Cancel the flight when its client goes; the body is read, so the next message is the disconnect
+    (waited for, not polled)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
     flight.cancel()
 
 
@@ -206,8 +221,35 @@ def create_app(engine: Engine, vocab: Vocab, options: ServeOptions) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=options.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
     app.add_exception_handler(ApiError, lambda _, error: _error(error))
+    if options.hosts is not None:
+        app.add_middleware(_KnownHost, hosts=options.hosts)
     _routes(app, engine, vocab, options)
     return app
+
+
+class _KnownHost:
+    """Answer 400 to a request whose Host header is not one of ``hosts`` (plain ASGI: Starlette's
+    ``BaseHTTPMiddleware`` would hide a client's disconnect from the handlers)."""
+
+    def __init__(self, app, hosts: tuple[str, ...]) -> None:
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if _host_name(host) not in self.hosts:
+                refusal = ApiError(400, "the Host header names another server; address this one by "
+                                        f"{' or '.join(self.hosts)}", code="invalid_host")
+                await _error(refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port: ``[::1]:8000`` is ``::1``."""
+    if host.startswith("["):
+        return host[1:].split("]")[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _routes(app: FastAPI, engine: Engine, vocab: Vocab, options: ServeOptions) -> None:
@@ -240,7 +282,7 @@ def _routes(app: FastAPI, engine: Engine, vocab: Vocab, options: ServeOptions) -
         wanted = parse_completion(body, vocab, options.limits, options.defaults)
         flight = _Flight(engine, wanted)
         if body.get("stream"):
-            return StreamingResponse(_stream(flight, options), media_type="text/event-stream")
+            return StreamingResponse(_stream(flight, options), media_type="text/event-stream", headers=SSE_HEADERS)
         prompt_chars = sum(len(c.prompt) for c in wanted)
         return await _complete_whole(flight, request, options, prompt_chars)
 

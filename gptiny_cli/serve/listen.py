@@ -10,6 +10,8 @@ import socket
 
 from gptiny_cli.errors import GptinyError
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # the names of this machine alone
+
 
 def listen(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host``:``port``, for uvicorn to serve on (it calls ``listen``)."""

@@ -58,8 +58,9 @@ def parse_json(raw: bytes) -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise ApiError(400, f"the request body is not valid JSON: {error}", code="invalid_json") from None
-    except RecursionError:  # nesting deeper than the parser's stack
-        raise ApiError(400, "the request body is nested too deeply to read", code="invalid_json") from None
+    except RecursionError:  # nesting deeper than Python's stack: malformed input, not a server fault
+        raise ApiError(400, "the request body is not valid JSON: it is nested too deeply",
+                       code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
     return body
