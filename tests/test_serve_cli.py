@@ -36,13 +36,16 @@ def health(server: subprocess.Popen, port: int) -> dict:
 def test_serve_prints_its_urls_and_answers_there_with_the_key_from_the_environment(data_dir):
     run_dir, port = train_tiny(data_dir), free_port()
     server = subprocess.Popen([sys.executable, "-m", "gptiny_cli", "serve", str(run_dir), "--port", str(port),
-                               "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**cli_env(), "GPTINY_API_KEY": "from-env"})
+                               "--device", "cpu", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**cli_env(), "GPTINY_API_KEY": "from-env"})
     try:
         lines = [server.stdout.readline() for _ in range(3)]
+        assert lines[0].strip().endswith("on cpu, int8, 1 threads")
         assert lines[1].strip() == f"playground: http://127.0.0.1:{port}/"
         assert lines[2].strip() == f"API docs:   http://127.0.0.1:{port}/docs"
-        assert health(server, port)["model"] == run_dir.name
+        state = health(server, port)
+        assert state["model"] == run_dir.name
+        assert (state["device"], state["precision"], state["threads"]) == ("cpu", "int8", 1)
         models = f"http://127.0.0.1:{port}/v1/models"
         assert httpx.get(models).status_code == 401
         assert httpx.get(models, headers={"Authorization": "Bearer from-env"}).status_code == 200

@@ -71,6 +71,16 @@ def test_requests_decoded_together_get_the_texts_each_gets_alone(arch, position,
     assert together(model, MIXED) == [alone(model, c) for c in MIXED]
 
 
+def test_the_worker_generates_with_the_threads_it_was_given():
+    wanted = torch.get_num_threads() + 1  # not what this thread has: set on the worker's own
+    engine = Engine(tiny_model(), CHARS, threads=wanted)
+    engine.start()
+    try:
+        assert engine.call(lambda _: torch.get_num_threads()).result(timeout=30) == wanted
+    finally:
+        engine.close()
+
+
 def test_a_full_queue_refuses_the_next_request():
     engine = Engine(tiny_model(), CHARS, queue_size=1)
     engine.submit(Job(Completion([1], 5), lambda _: None))

@@ -45,7 +45,7 @@ def sample(
     kv_cache: Annotated[bool, typer.Option(help="Reuse keys and values (--no-kv-cache: the plain loop).")] = True,
     precision: Annotated[Precision, typer.Option(
         help="Number format of the weights for generating; auto: int8 on a CPU, float32 elsewhere.")] = Precision.auto,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps; auto as for serve.")] = "auto",
     runs_dir: RUNS_DIR = Path("runs"),
 ) -> None:
     """Generate text from a trained run. Stdout gets the prompt and the generated characters.

@@ -29,6 +29,8 @@ def serve(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[str, typer.Option(
         help="auto, float32, bfloat16 or int8; auto: int8 on a CPU, float32 elsewhere.")] = "auto",
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads generating \\[default: torch's, one per core].", min=1)] = None,
     max_tokens: Annotated[int, typer.Option(help="The most characters one request may ask for.")] = 2000,
     queue_size: Annotated[int, typer.Option(help="Requests that may wait; more are answered 503.")] = 64,
     cors_origin: Annotated[list[str] | None, typer.Option(
@@ -59,7 +61,8 @@ def serve(
         sock = listen(host, port)  # before the model loads: a port in use fails at once
     with sock:
         with user_errors():
-            engine, vocab, options, where = _load(run, runs_dir, checkpoint.value, device, precision, queue_size)
+            engine, vocab, options, where = _load(run, runs_dir, checkpoint.value, device, precision, queue_size,
+                                                  threads)
         options.api_key, options.limits.max_tokens, options.cors_origins = key, max_tokens, cors_origin or []
         options.hosts = LOCAL_HOSTS if host in LOCAL_HOSTS else None
         options.limits.max_prompts = min(options.limits.max_prompts, queue_size)
@@ -87,7 +90,8 @@ def open_host_warning(host: str, api_key: str | None) -> str | None:
             "set --api-key or GPTINY_API_KEY")
 
 
-def _load(run: str, runs_dir: Path, which: str, device: str, precision: str, queue_size: int) -> tuple:
+def _load(run: str, runs_dir: Path, which: str, device: str, precision: str, queue_size: int,
+          threads: int | None) -> tuple:
     """The engine over the run's model, its vocabulary, the app's options and a line saying what is served."""
     from gptiny_cli.generation.inference import for_inference
     from gptiny_cli.hardware.device import auto_sample_precision, pick_device
@@ -99,8 +103,11 @@ def _load(run: str, runs_dir: Path, which: str, device: str, precision: str, que
 
     loaded = load_run(resolve_run(run, runs_dir), which)
     dev = use_device(pick_device(device), tf32=False)  # as gptiny sample: the same seed, the same text
-    model = for_inference(loaded.model, auto_sample_precision(dev)[0] if precision == "auto" else precision, dev)
-    engine = Engine(model, loaded.vocab.chars, queue_size=queue_size, start_token=loaded.vocab.start_token)
+    chosen = auto_sample_precision(dev)[0] if precision == "auto" else precision
+    model = for_inference(loaded.model, chosen, dev)
+    engine = Engine(model, loaded.vocab.chars, queue_size=queue_size, start_token=loaded.vocab.start_token,
+                    threads=threads)
     sample = loaded.config.sample
-    options = ServeOptions(loaded.run_dir.name, defaults=Defaults(temperature=sample.temperature, top_k=sample.top_k))
-    return engine, loaded.vocab, options, f"{loaded.weights} on {dev}"
+    options = ServeOptions(loaded.run_dir.name, defaults=Defaults(temperature=sample.temperature, top_k=sample.top_k),
+                           runtime={"device": str(dev), "precision": chosen, "threads": engine.threads})
+    return engine, loaded.vocab, options, f"{loaded.weights} on {dev}, {chosen}, {engine.threads} threads"

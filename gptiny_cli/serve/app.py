@@ -56,6 +56,7 @@ class ServeOptions:
     # Host names a request may be addressed to; None takes any. A server on this machine alone
     # answers only its own names, so a page whose DNS name is rebound to 127.0.0.1 reads nothing.
     hosts: tuple[str, ...] | None = None
+    runtime: dict = field(default_factory=dict)  # device, precision and threads, shown by /health
 
 
 def _error(error: ApiError) -> JSONResponse:
@@ -263,7 +264,7 @@ def _routes(app: FastAPI, engine: Engine, vocab: Vocab, options: ServeOptions) -
     async def health() -> dict:
         return {"status": "ok", "model": options.model_id, "max_tokens": options.limits.max_tokens,
                 "vocab_size": vocab.size, "block_size": engine.model.block_size,
-                "api_key_required": options.api_key is not None}
+                "api_key_required": options.api_key is not None, **options.runtime}
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict:

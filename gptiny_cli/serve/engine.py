@@ -61,9 +61,11 @@ class Engine:
     """The model's one worker thread, with a queue of at most ``queue_size`` waiting requests."""
 
     def __init__(self, model: nn.Module, chars: tuple[str, ...], *, queue_size: int = 64,
-                 max_active: int = 16, start_token: int = 0, batch: bool = True) -> None:
-        """``batch=False`` steps the requests in flight one after another, for measuring the batch."""
+                 max_active: int = 16, start_token: int = 0, batch: bool = True, threads: int | None = None) -> None:
+        """``batch=False`` steps the requests in flight one after another, for measuring the batch;
+        ``threads``: the worker's CPU threads (torch's own count when None)."""
         self.model, self.chars, self.start_token, self.batch = model, chars, start_token, batch
+        self.threads = threads or torch.get_num_threads()
         self.device = next(model.parameters()).device
         self.decoder = batch_decoder(model)
         self.max_active = max_active
@@ -97,6 +99,8 @@ class Engine:
         return future
 
     def _loop(self) -> None:
+        # The thread count is a setting of each thread's own OpenMP team: set where the work runs.
+        torch.set_num_threads(self.threads)
         active: list[_Active] = []
         while True:
             while len(active) < self.max_active:
