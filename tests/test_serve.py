@@ -109,6 +109,7 @@ BAD = [
     ({"prompt": "A", "max_tokens": 0}, "max_tokens", "an integer of at least 1"),
     ({"prompt": "A", "n": 17}, "n", "at most 16 samples"),
     ({"prompt": ["A"] * 17}, "prompt", "at most 16 per request"),
+    ({"prompt": ["A"] * 5, "n": 13}, "n", "5 prompts × n 13 is 65 samples; at most 64 per request"),
     ({"prompt": "A", "top_p": 0}, "top_p", "a number in (0, 1]"),
     ({"prompt": "A", "top_k": 2.5}, "top_k", "must be an integer"),
     ({"prompt": "A", "seed": "x"}, "seed", "must be an integer"),
@@ -155,9 +156,17 @@ def test_a_request_addressed_to_another_host_name_is_refused(url):
     assert httpx.get(f"{url}/health", headers={"Host": "localhost:8000"}).status_code == 200
 
 
-def test_a_body_over_a_megabyte_is_a_413(url):
-    response = httpx.post(f"{url}/v1/completions", json={"prompt": "A" * 1_000_001})
-    assert response.status_code == 413 and "over 1,000,000 bytes" in response.json()["error"]["message"]
+def test_a_body_over_256_kb_is_a_413(url):
+    response = httpx.post(f"{url}/v1/completions", json={"prompt": "A" * 256_001})
+    assert response.status_code == 413 and "over 256,000 bytes" in response.json()["error"]["message"]
+
+
+def test_a_prompt_longer_than_the_block_is_read_from_its_last_block_and_counted_whole(client, run_dir):
+    # characters the vocabulary lacks before the last block do not matter: the model never reads them
+    long = "\x00" * 1000 + "ALICE:" * 100
+    result = complete(client, run_dir, prompt=long, max_tokens=3, seed=1, temperature=0)
+    tail = complete(client, run_dir, prompt=long[-64:], max_tokens=3, seed=1, temperature=0)
+    assert result.usage.prompt_tokens == len(long) and result.choices[0].text == tail.choices[0].text
 
 
 def test_health_answers_without_a_key(url):

@@ -280,11 +280,11 @@ def _routes(app: FastAPI, engine: Engine, vocab: Vocab, options: ServeOptions) -
         if model is not None and model != options.model_id:
             raise ApiError(404, f"the model {model!r} does not exist; this server has {options.model_id!r}",
                            param="model", code="model_not_found")
-        wanted = parse_completion(body, vocab, options.limits, options.defaults)
+        wanted, prompt_chars = parse_completion(body, vocab, options.limits, options.defaults,
+                                                engine.model.block_size)
         flight = _Flight(engine, wanted)
         if body.get("stream"):
             return StreamingResponse(_stream(flight, options), media_type="text/event-stream", headers=SSE_HEADERS)
-        prompt_chars = sum(len(c.prompt) for c in wanted)
         return await _complete_whole(flight, request, options, prompt_chars)
 
     @app.post("/api/explain")

@@ -17,7 +17,8 @@ from gptiny_cli.generation.sample import SEEDS
 from gptiny_cli.serve.batch import Completion
 
 MAX_N = 16
-MAX_BODY = 1_000_000  # bytes
+# Only a prompt's last block is read, so a body needs no more than 16 prompts of a long block.
+MAX_BODY = 256_000  # bytes
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Limits:
     # Each prompt takes a place in the queue: more than it holds could never be accepted, and a
     # 503 would tell the client to retry for ever. ``gptiny serve`` lowers it to --queue-size.
     max_prompts: int = MAX_N
+    # Samples in all (prompts × n): each is a row of every decode step for as long as it runs.
+    max_samples: int = 4 * MAX_N
 
 
 @dataclass
@@ -98,7 +101,9 @@ def _number(body: dict, param: str, default: float, low: float, high: float, low
     return float(value)
 
 
-def _prompts(body: dict, vocab: Vocab, most: int) -> list[str]:
+def _prompts(body: dict, vocab: Vocab, most: int, block_size: int) -> tuple[list[str], int]:
+    """The prompts cut to their last ``block_size`` characters (all the model reads), and their
+    characters in all before the cut, for the usage."""
     prompt = body.get("prompt", "")
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
@@ -106,8 +111,9 @@ def _prompts(body: dict, vocab: Vocab, most: int) -> list[str]:
     if len(prompts) > most:
         raise ApiError(400, f"'prompt' has {len(prompts)} strings; at most {most} per request", param="prompt",
                        code="invalid_value")
-    check_characters("prompt", "".join(prompts), vocab)
-    return prompts
+    tails = [p[len(p) - block_size :] if len(p) > block_size else p for p in prompts]
+    check_characters("prompt", "".join(tails), vocab)
+    return tails, sum(len(p) for p in prompts)
 
 
 def check_characters(param: str, text: str, vocab: Vocab) -> None:
@@ -132,9 +138,11 @@ def _stop(body: dict) -> tuple[str, ...]:
     return tuple(stops)
 
 
-def parse_completion(body: dict, vocab: Vocab, limits: Limits, defaults: Defaults) -> list[Completion]:
-    """One ``Completion`` per prompt of a /v1/completions body, or the ApiError for its first fault."""
-    prompts = _prompts(body, vocab, limits.max_prompts)
+def parse_completion(body: dict, vocab: Vocab, limits: Limits, defaults: Defaults,
+                     block_size: int) -> tuple[list[Completion], int]:
+    """One ``Completion`` per prompt of a /v1/completions body and the prompts' characters, or the
+    ApiError for its first fault."""
+    prompts, prompt_chars = _prompts(body, vocab, limits.max_prompts, block_size)
     max_tokens = _int(body, "max_tokens", defaults.max_tokens, 1)
     if max_tokens > limits.max_tokens:
         raise ApiError(400, f"'max_tokens' is {max_tokens}, above this server's limit of {limits.max_tokens}",
@@ -142,6 +150,9 @@ def parse_completion(body: dict, vocab: Vocab, limits: Limits, defaults: Default
     n = _int(body, "n", 1, 1)
     if n > limits.max_n:
         raise ApiError(400, f"'n' is {n}; at most {limits.max_n} samples per prompt", param="n", code="invalid_value")
+    if n * len(prompts) > limits.max_samples:
+        raise ApiError(400, f"{len(prompts)} prompts × n {n} is {n * len(prompts)} samples; at most "
+                            f"{limits.max_samples} per request", param="n", code="invalid_value")
     temperature = _number(body, "temperature", defaults.temperature, 0.0, 2.0)
     top_p = _number(body, "top_p", 1.0, 0.0, 1.0, low_open=True)
     top_k = _int(body, "top_k", defaults.top_k, 0)
@@ -152,7 +163,8 @@ def parse_completion(body: dict, vocab: Vocab, limits: Limits, defaults: Default
     if not isinstance(stream, bool):
         raise _wrong("stream", "true or false", stream)
     stop = _stop(body)
-    return [Completion(vocab.encode(p), max_tokens, n, temperature, top_k, top_p, seed, stop) for p in prompts]
+    return [Completion(vocab.encode(p), max_tokens, n, temperature, top_k, top_p, seed, stop)
+            for p in prompts], prompt_chars
 
 
 def completion_object(request_id: str, model: str, texts: list[str], reasons: list[str],
