@@ -261,6 +261,13 @@ def test_explain_gives_each_positions_top_characters_and_every_heads_attention(u
     assert last["attention"][0][1] == pytest.approx(expected[0, 1].tolist(), abs=0.02)  # int8 weights served
 
 
+def test_explain_answers_at_most_64_positions(url):
+    text = "ALICE: the " * 10
+    refused = httpx.post(f"{url}/api/explain", json={"text": text, "positions": list(range(65))})
+    assert refused.status_code == 400 and "at most 64" in refused.json()["error"]["message"]
+    assert len(httpx.post(f"{url}/api/explain", json={"text": text}).json()["positions"]) == 8  # the last block
+
+
 def test_explain_names_a_bad_text(url):
     response = httpx.post(f"{url}/api/explain", json={"text": "Zorro"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "text"

@@ -19,12 +19,12 @@ from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from gptiny_cli.data import Vocab
 from gptiny_cli.serve.batch import Completion
 from gptiny_cli.serve.engine import Engine, Job, QueueFull
-from gptiny_cli.serve.explain import explain, parse_explain
+from gptiny_cli.serve.explain import explain_json, parse_explain
 from gptiny_cli.serve.protocol import (
     MAX_BODY,
     ApiError,
@@ -288,11 +288,11 @@ def _routes(app: FastAPI, engine: Engine, vocab: Vocab, options: ServeOptions) -
         return await _complete_whole(flight, request, options, prompt_chars)
 
     @app.post("/api/explain")
-    async def explanation(request: Request) -> dict:
+    async def explanation(request: Request) -> Response:
         _check_key(request, options.api_key)
         wanted = parse_explain(await _read_body(request), vocab, engine.model.block_size)
         try:
-            future = engine.call(lambda model: explain(model, vocab.chars, wanted))
+            future = engine.call(lambda model: explain_json(model, vocab.chars, wanted))
         except QueueFull:
             raise _busy() from None
-        return await asyncio.wrap_future(future)
+        return Response(await asyncio.wrap_future(future), media_type="application/json")

@@ -21,6 +21,9 @@ from gptiny_cli.report.attention import insight, top_next
 from gptiny_cli.serve.protocol import ApiError, check_characters, is_int
 
 DIGITS = 5
+# Each position's answer holds layers × heads × up to block_size weights: capped, so one request
+# cannot have the worker build (and the client read) millions of numbers.
+MAX_POSITIONS = 64
 
 
 @dataclass
@@ -43,11 +46,14 @@ def parse_explain(body: dict, vocab: Vocab, block_size: int) -> ExplainRequest:
         raise ApiError(400, f"'top' must be an integer from 1 to {vocab.size}, not {json.dumps(top)}", param="top")
     wanted = body.get("positions")
     if wanted is None:
-        wanted = list(range(max(0, len(text) - block_size), len(text)))
+        wanted = list(range(max(0, len(text) - min(block_size, MAX_POSITIONS)), len(text)))
     if not isinstance(wanted, list) or not wanted or not all(is_int(p) and 0 <= p < len(text) for p in wanted):
         raise ApiError(400, f"'positions' must be a non-empty list of indices into the text, 0 to {len(text) - 1}",
                        param="positions")
-    wanted = sorted(set(wanted))  # a block's worth at most: the answer's size is bounded
+    wanted = sorted(set(wanted))
+    if len(wanted) > MAX_POSITIONS:
+        raise ApiError(400, f"'positions' has {len(wanted)} positions; at most {MAX_POSITIONS} per request",
+                       param="positions")
     offset = max(0, max(wanted) + 1 - block_size)
     if min(wanted) < offset:
         raise ApiError(400, f"'positions' must lie within one block ({block_size} characters) of each other",
@@ -55,6 +61,12 @@ def parse_explain(body: dict, vocab: Vocab, block_size: int) -> ExplainRequest:
     tokens = vocab.encode(text[offset : max(wanted) + 2])
     return ExplainRequest(tokens[: max(wanted) + 1 - offset], offset, [p - offset for p in wanted], top,
                           tokens[max(wanted) + 1 - offset :])
+
+
+def explain_json(model: nn.Module, chars: tuple[str, ...], wanted: ExplainRequest) -> bytes:
+    """The explanation as the response's bytes, built on the worker: on the event loop, turning
+    thousands of floats into JSON would hold up every stream."""
+    return json.dumps(explain(model, chars, wanted), ensure_ascii=False).encode()
 
 
 def explain(model: nn.Module, chars: tuple[str, ...], wanted: ExplainRequest) -> dict:
