@@ -21,7 +21,7 @@ def gptiny(*args: str):
 
 
 def train_run(where: Path, position: str = "learned", tie: bool = False, n_embd: int = 64,
-              block_size: int = 128) -> Path:
+              block_size: int = 128, activation: str = "relu") -> Path:
     """A run in ``where``/runs trained for a few steps; big enough to fold the head's bias (V ≤ n_embd)."""
     data = where / "data"
     if not data.is_dir():
@@ -29,8 +29,9 @@ def train_run(where: Path, position: str = "learned", tie: bool = False, n_embd:
         corpus.write_text(EXPORT_TEXT, encoding="utf-8")
         prepare_corpus(corpus, data, val_fraction=0.1)
     raw = tiny_raw(data, max_iters=30)
-    raw["model"].update(n_embd=n_embd, block_size=block_size, n_layer=2, position=position, tie_weights=tie)
-    name = f"{position}-{'tied' if tie else 'untied'}-{n_embd}"
+    raw["model"].update(n_embd=n_embd, block_size=block_size, n_layer=2, position=position, tie_weights=tie,
+                        activation=activation)
+    name = f"{position}-{'tied' if tie else 'untied'}-{n_embd}-{activation}"
     config = write_config(where / f"{name}.toml", raw)
     runs = where / "runs"
     result = gptiny("train", str(config), "--device", "cpu", "--name", name, "--runs-dir", str(runs))
