@@ -60,13 +60,18 @@ class ModelConfig:
     attn_dropout: float = 0.0
     tie_weights: bool = False
     position: str = "learned"  # learned absolute embeddings, or rotary ("rope") inside attention
-    # Only choices that measurably helped are keys. Rotary positions lowered the loss at equal
-    # steps; RMSNorm, GELU, squared ReLU, SwiGLU and bias-free layers did not, so the blocks
-    # keep the classic LayerNorm, ReLU and biases (benchmarks/README.md, "Keep or drop").
+    # The feed-forward nonlinearity: ReLU (the seed's), or GELU in its tanh form. GELU did not lower
+    # the loss (benchmarks/README.md, "Keep or drop") but is what llama.cpp's gpt2 and gptneox graphs
+    # compute, so only a GELU run can be exported as GGUF (docs/export.md).
+    activation: str = "relu"
+    # Only choices that measurably helped, or that a runtime needs, are keys. Rotary positions lowered
+    # the loss at equal steps; RMSNorm, squared ReLU, SwiGLU and bias-free layers did not, so the
+    # blocks keep the classic LayerNorm and biases.
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, ("gpt", "bigram"))
         _choice("model.position", self.position, ("learned", "rope"))
+        _choice("model.activation", self.activation, ("relu", "gelu"))
         for key in ("n_embd", "block_size", "n_layer", "n_head"):
             _check(getattr(self, key) >= 1, f"model.{key}", "must be at least 1", getattr(self, key))
         _check(

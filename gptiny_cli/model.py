@@ -161,16 +161,21 @@ class CausalSelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """A position-wise MLP: widen to 4C, ReLU, project back to C."""
+    """A position-wise MLP: widen to 4C, ReLU or GELU (``model.activation``), project back to C.
+
+    GELU is the tanh approximation, GPT-2's, which is also what llama.cpp computes.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
         self.dropout = Dropout(cfg.dropout)
+        self.gelu = cfg.activation == "gelu"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.fc(x))  # (B, T, 4C)
+        h = self.fc(x)  # (B, T, 4C)
+        h = F.gelu(h, approximate="tanh") if self.gelu else F.relu(h)
         return self.dropout(self.proj(h))  # (B, T, C)
 
 

@@ -21,11 +21,12 @@ def gptiny(*args: str):
 
 
 def train_run(where: Path, position: str = "learned", tie: bool = False, n_embd: int = 64,
-              block_size: int = 128) -> Path:
+              block_size: int = 128, activation: str = "relu", text: str = EXPORT_TEXT) -> Path:
     """A run in ``where``/runs trained for a few steps; big enough to fold the head's bias (V ≤ n_embd)."""
-    return train_tiny(name=f"{position}-{'tied' if tie else 'untied'}-{n_embd}", root=where, text=EXPORT_TEXT,
-                      model={"n_embd": n_embd, "block_size": block_size, "n_layer": 2, "position": position,
-                             "tie_weights": tie}, max_iters=30)
+    return train_tiny(name=f"{position}-{'tied' if tie else 'untied'}-{n_embd}-{activation}", root=where,
+                      text=text, model={"n_embd": n_embd, "block_size": block_size, "n_layer": 2,
+                                               "position": position, "tie_weights": tie, "activation": activation},
+                      max_iters=30)
 
 
 def export(run_dir: Path, fmt: str, *args: str) -> Path:

@@ -65,6 +65,7 @@ def test_unknown_section_is_named():
         ({"model": {"n_embd": 3.5}}, "model.n_embd = 3.5 is invalid: must be int"),
         ({"model": {"tie_weights": 1}}, "model.tie_weights = 1 is invalid: must be bool"),
         ({"model": {"arch": "lstm"}}, "model.arch = 'lstm' is invalid: must be one of 'gpt', 'bigram'"),
+        ({"model": {"activation": "swish"}}, "model.activation = 'swish' is invalid: must be one of 'relu', 'gelu'"),
         ({"train": {"batch_size": 0}}, "train.batch_size = 0 is invalid: must be at least 1"),
         ({"train": {"learning_rate": -1.0}}, "train.learning_rate = -1.0 is invalid: must be a positive number"),
         ({"train": {"dtype": "fp8"}}, "train.dtype = 'fp8' is invalid: must be one of"),

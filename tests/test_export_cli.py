@@ -56,7 +56,7 @@ def test_a_damaged_checkpoint_is_refused_by_its_manifest(run_dir):
 
 
 def test_an_unknown_format_is_refused(run_dir):
-    refused(gptiny("export", str(run_dir), "--format", "gguf"), "--format 'gguf' is unknown: use hf")
+    refused(gptiny("export", str(run_dir), "--format", "ggml"), "--format 'ggml' is unknown: use hf")
     assert not (run_dir / "export").exists()
 
 

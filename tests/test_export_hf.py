@@ -98,6 +98,18 @@ def test_the_model_card_lists_each_source_of_a_corpus_of_several_files(tmp_path)
     assert all(s["path"] in line and s["sha256"] in line for s, line in zip(meta["sources"], sources, strict=True))
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
+def test_a_gelu_run_exports_as_gelu_new_with_gptinys_logits(tmp_path, position):
+    run_dir = train_run(tmp_path, position, activation="gelu")
+    out = export(run_dir, "hf")
+    config = json.loads((out / "config.json").read_text())
+    assert config.get("activation_function", config.get("hidden_act")) == "gelu_new"
+    ours, theirs = load_run(run_dir).model, AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.randint(0, ours.vocab_size, (2, ours.cfg.block_size), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert (theirs(ids).logits - ours(ids)).abs().max() < 1e-4
+
+
 def test_verify_refuses_an_export_that_disagrees_with_the_model(exported):
     run_dir, out = exported
     loaded = load_run(run_dir)

@@ -104,3 +104,10 @@ def test_verify_refuses_a_graph_that_disagrees_with_the_model(exported):
         model.ln_f.bias += 0.01
     with pytest.raises(GptinyError, match="differ from PyTorch's"):
         verify(model, out / "model.onnx")
+
+
+def test_a_gelu_run_gives_the_greedy_text_of_gptiny_sample(tmp_path):
+    run_dir = train_run(tmp_path, activation="gelu")
+    out = export(run_dir, "onnx")
+    assert json.loads((out / "gptiny-onnx.json").read_text())["activation"] == "gelu"
+    assert onnx_greedy(out, PROMPT, 60) == greedy_text(run_dir, PROMPT, 60)

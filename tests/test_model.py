@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from gptiny_cli.config import ModelConfig
 from gptiny_cli.model import GPT, Dropout, attend, build_model, causal_attention
 
-OPTIONS = [{}, {"position": "rope"}, {"tie_weights": True}]
+OPTIONS = [{}, {"position": "rope"}, {"tie_weights": True}, {"activation": "gelu"}]
 
 
 def tiny(**options) -> GPT:
@@ -106,3 +106,13 @@ def test_attention_dropout_drops_whole_weights_and_keeps_their_sum_in_expectatio
     out = causal_attention(q, k, v, dropout=0.5)
     assert out.mean().item() == pytest.approx(1.0, abs=0.1)
     assert not torch.allclose(out, torch.ones_like(out))
+
+
+def test_the_gelu_feed_forward_is_gelus_tanh_form_and_relu_the_default():
+    x = torch.linspace(-4, 4, 33)[None, None, :].expand(1, 2, 33)[..., :16]  # (B, T, C) with C = n_embd
+    gelu, relu = tiny(activation="gelu").blocks[0].ffn, tiny().blocks[0].ffn
+    relu.load_state_dict(gelu.state_dict())
+    h = gelu.fc(x)
+    tanh_form = 0.5 * h * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (h + 0.044715 * h**3)))
+    torch.testing.assert_close(gelu(x), gelu.proj(tanh_form), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(relu(x), relu.proj(h.relu()), rtol=0, atol=0)

@@ -46,6 +46,7 @@ def _loss_line(info: dict) -> str:
 
 
 FENCE = "```"
+ACTIVATION_NAMES = {"relu": "ReLU", "gelu": "GELU (tanh)"}
 
 
 def model_card(loaded: LoadedRun, architecture: str, shift: float, residual: float) -> str:
@@ -85,7 +86,8 @@ def _model(loaded: LoadedRun, shift: float, residual: float) -> str:
     return f"""## Model
 
 - {c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, block_size {c.block_size}, {c.position} positions,
-  ReLU feed-forward of {4 * c.n_embd}, head tied to the embedding: {str(c.tie_weights).lower()}
+  {ACTIVATION_NAMES[c.activation]} feed-forward of {4 * c.n_embd}, head tied to the embedding:
+  {str(c.tie_weights).lower()}
 - parameters: {count_params(loaded.model).total:,}
 - weights: `{loaded.weights.name}` of the run, {info.get("iters", "?")} iterations
 {_loss_line(info)}

@@ -117,6 +117,11 @@ def hf_tensors(model: GPT, fold: Fold) -> dict[str, torch.Tensor]:
     return {name: t.detach().float().contiguous().clone() for name, t in tensors.items()}
 
 
+def hf_activation(activation: str) -> str:
+    """transformers' name for ``model.activation``: its ``gelu_new`` is GELU's tanh form, as ours."""
+    return {"relu": "relu", "gelu": "gelu_new"}[activation]
+
+
 def hf_config(model: GPT) -> dict:
     """config.json for ``model``: GPT-2 for learned positions, GPT-NeoX for rotary ones."""
     c = model.cfg
@@ -126,12 +131,14 @@ def hf_config(model: GPT) -> dict:
     if c.position == "learned":
         return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_positions": c.block_size,
                 "n_ctx": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head,
-                "n_inner": 4 * c.n_embd, "activation_function": "relu", "layer_norm_epsilon": 1e-5,
+                "n_inner": 4 * c.n_embd, "activation_function": hf_activation(c.activation),
+                "layer_norm_epsilon": 1e-5,
                 "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.attn_dropout,
                 "scale_attn_weights": True, **common}
     return {"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox", "hidden_size": c.n_embd,
             "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head, "intermediate_size": 4 * c.n_embd,
-            "hidden_act": "relu", "max_position_embeddings": c.block_size, "layer_norm_eps": 1e-5,
+            "hidden_act": hf_activation(c.activation), "max_position_embeddings": c.block_size,
+            "layer_norm_eps": 1e-5,
             "use_parallel_residual": False, "attention_bias": True, "hidden_dropout": c.dropout,
             "attention_dropout": c.attn_dropout,
             # 4.x reads rotary_pct and rotary_emb_base, 5.x rope_parameters

@@ -160,7 +160,7 @@ def description(model: GPT, vocab: Vocab) -> dict:
                     "present_keys": {"shape": cache[:3] + ["past + sequence", "head_dim"], "dtype": "float32"},
                     "present_values": {"shape": cache[:3] + ["past + sequence", "head_dim"], "dtype": "float32"}},
         "n_layer": c.n_layer, "n_head": c.n_head, "head_dim": c.n_embd // c.n_head, "vocab_size": vocab.size,
-        "block_size": c.block_size, "position_encoding": c.position,
+        "block_size": c.block_size, "position_encoding": c.position, "activation": c.activation,
         "past_block_size": rolling if c.position == "rope" else refill,
         "start_token": vocab.start_token,
         "vocab": "vocab.json",

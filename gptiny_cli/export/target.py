@@ -1,10 +1,11 @@
-"""Where an export goes: a fresh directory, filled while hidden beside it and renamed into place.
+"""Where an export goes: a fresh directory, filled while hidden beside it and renamed into place,
+or a single file (GGUF), written beside itself under a hidden name and renamed the same way.
 
 An earlier export there is kept unless ``force``; with it, the old export is swapped out only once
 the new one is complete, so a failure at any point leaves the old one or nothing. A non-empty
 directory that gptiny did not write is never replaced: ``--out ~ --force`` must not empty a home,
 nor a model directory of someone else's that happens to hold the same file names. Every export
-carries ``MARKER`` to say that gptiny wrote it.
+directory carries ``MARKER`` to say that gptiny wrote it; a GGUF file carries its mark inside.
 """
 
 from __future__ import annotations
@@ -74,3 +75,33 @@ def write_dir(out: Path, force: bool, run_dir: Path, fill: Callable[[Path], T]) 
             parent.rmdir()
         raise
     return result
+
+
+def check_file_target(out: Path, force: bool, is_ours: Callable[[Path], bool]) -> None:
+    """Refuse an output file that is a directory, is not an earlier export (``is_ours``), or is one unless ``force``."""
+    if out.is_dir():
+        raise GptinyError(f"--out {out} is a directory; give the file to write, e.g. {out / 'model.gguf'}")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_file() or not is_ours(out):
+        raise GptinyError(f"--out {out} is a file that no gptiny export wrote; choose a new file name")
+    if not force:
+        raise GptinyError(f"--out {out} already holds an export; add --force to replace it")
+
+
+def write_file(out: Path, fill: Callable[[Path], T]) -> T:
+    """Have ``fill`` write a hidden file beside ``out``, then rename it onto ``out``; what ``fill`` returns."""
+    out = Path(out)
+    created = [parent for parent in reversed(out.parents) if not parent.exists()]  # outermost first
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise atomic.cannot_write(out, "--out", err) from None
+    results: list[T] = []
+    try:
+        atomic.write_with(out, lambda staging: results.append(fill(staging)))
+    except BaseException:
+        for parent in reversed(created):  # a failed export leaves no empty RUN/export/ behind
+            parent.rmdir()
+        raise
+    return results[0]
