@@ -48,6 +48,7 @@ LEVERS: dict[str, list[str]] = {
     "block-64-batch-64": ["model.block_size=64", "train.batch_size=64"],
     "rope": ['model.position="rope"'],
     "lr-3e-3": ["train.learning_rate=3e-3", "train.muon_lr=0.03"],
+    "gelu": ['model.activation="gelu"'],  # issue 26: the feed-forward llama.cpp's graphs run
 }
 
 

@@ -59,7 +59,7 @@ def _gguf_summary(result: GgufExport, verify: bool) -> str:
     made = f"{result.architecture}, head bias folded into the final LayerNorm (error {result.residual:.1e}{shift})"
     check = result.check
     if check is None:
-        why = "--no-verify" if not verify else "llama-cpp-python is not installed: pip install llama-cpp-python"
+        why = "--no-verify" if not verify else "llama-cpp-python is not installed: pip install 'gptiny[gguf-check]'"
         return f"{made}, not checked by llama.cpp ({why})"
     greedy = (f"the same {check.greedy_chars} greedy characters" if check.agreed == check.greedy_chars else
               f"the same greedy text for {check.agreed} of {check.greedy_chars} characters, then a near tie")
