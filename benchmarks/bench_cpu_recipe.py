@@ -1,7 +1,7 @@
 """Quality per minute: train a config to the end and report wall time and whole-split val loss.
 
     python benchmarks/bench_cpu_recipe.py [--config configs/shakespeare-cpu.toml] [--lever NAME ...]
-                                          [--seed N ...] [--set KEY=VALUE ...] [--check]
+                                          [--seed N ...] [--set KEY=VALUE ...] [--check] [--keep DIR]
 
 It runs the real CLI (`python -m gptiny_cli train`) in a subprocess on Tiny Shakespeare
 prepared into a temporary directory, so the wall time includes start-up, every evaluation
@@ -113,6 +113,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, action="append", help="train.seed; repeat for several")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every run")
     parser.add_argument("--check", action="store_true", help="fail if the val loss regressed (baseline.json)")
+    parser.add_argument("--keep", type=Path, help="keep the data and runs in this directory (default: a temporary one)")
     return parser.parse_args()
 
 
@@ -122,11 +123,12 @@ def main() -> None:
     print(f"machine: {cpu_name()}, {platform.system()}; config {args.config.name} {' '.join(args.overrides)}",
           file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
+        where = args.keep or Path(tmp)
+        data = where / "data"
         prepare(args.corpus, data)
         for lever in args.lever or ["base"]:
             for seed in args.seed or [None]:
-                rows.append(one_run(args, lever, seed, data, Path(tmp) / "runs"))
+                rows.append(one_run(args, lever, seed, data, where / "runs"))
                 print(json.dumps(rows[-1]), flush=True)
     for lever in dict.fromkeys(r["lever"] for r in rows):
         losses = [r["final_val_loss"] for r in rows if r["lever"] == lever]
