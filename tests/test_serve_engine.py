@@ -150,3 +150,42 @@ def test_a_block_of_two_or_three_positions_generates_past_it_alone_and_served(bl
     texts = alone(model, completion)
     assert [len(t) for t in texts] == [12, 12]
     assert together(model, [completion]) == [texts]
+
+
+def test_a_request_cancelled_while_it_waited_is_done_without_a_prompt_pass():
+    model = tiny_model()
+    passes = []
+    model.register_forward_hook(lambda *_: passes.append(1))
+    events: list[tuple] = []
+    engine = Engine(model, CHARS)
+    job = Job(Completion([1, 2, 3], 5), events.append)
+    job.cancel()
+    engine.submit(job)
+    engine.start()
+    engine.call(lambda _: None).result(timeout=10)
+    engine.close()
+    assert events == [("done", 0, None)] and passes == []
+
+
+def test_requests_waiting_together_join_the_running_batch_one_per_round():
+    # each arrival's prompt pass is a pause for the streams in flight: at most one such pause per character
+    drawn: list[int] = []  # the request of every character, in the order they were drawn
+    finished = threading.Semaphore(0)
+
+    def collector(j: int):
+        def deliver(event: tuple) -> None:
+            if event[0] == "text":
+                drawn.append(j)
+            elif event[0] == "done":
+                finished.release()
+        return deliver
+
+    engine = Engine(tiny_model(), CHARS)
+    for j in range(4):
+        engine.submit(Job(Completion([1], 6, seed=j), collector(j)))
+    engine.start()
+    for _ in range(4):
+        assert finished.acquire(timeout=30)
+    engine.close()
+    # request j joins at round j, so the first request has drawn j + 1 characters by its first
+    assert [drawn[: drawn.index(j)].count(0) for j in (1, 2, 3)] == [2, 3, 4]

@@ -97,7 +97,14 @@ class Stream:
 
 
 def batched_step(decoder: Decoder, streams: list[Stream]) -> None:
-    """One new position for every sample of every stream (each ``batchable``), in one batch."""
+    """One new position for every sample of every stream (each ``batchable``), in one batch.
+
+    A single stream takes the decoder's own step, the one ``gptiny sample`` takes.
+    """
+    if len(streams) == 1:
+        stream = streams[0]
+        stream.took(decoder.step(stream.token, stream.cache))
+        return
     sizes = [s.token.shape[0] for s in streams]
     caches = [s.cache for s in streams]
     H, C = decoder.heads, decoder.width
@@ -106,9 +113,9 @@ def batched_step(decoder: Decoder, streams: list[Stream]) -> None:
     if decoder.rotary:
         ropes = [Rotary(torch.full((1,), c.length, device=x.device), C // H) for c in caches]
     else:
-        positions = torch.tensor([c.length for c in caches], device=x.device).repeat_interleave(
-            torch.tensor(sizes, device=x.device))
-        x = x + decoder.pos_emb[positions]  # (R, C)
+        # each row's position, built on the host and copied once
+        positions = torch.tensor([c.length for c, n in zip(caches, sizes, strict=True) for _ in range(n)])
+        x = x + decoder.pos_emb[positions.to(x.device)]  # (R, C)
     for layer, (ln1, qkv, proj, ln2, ffn) in enumerate(decoder.layers):
         qkv_out = qkv(ln1(x)).to(torch.float32)  # (R, 3C); attention in the caches' dtype
         ys = []

@@ -3,8 +3,10 @@
 Generation is compute-bound, so requests never run in parallel threads. They wait in a bounded
 queue; the worker takes up to ``max_active`` of them at a time and moves them all one character
 further per round, their decode steps run as one batch (``batch.py``), so every streaming client
-makes progress and a long request does not hold up a short one. A cancelled request (its client
-went away) is dropped before the next round. Other work on the model (an explanation) has a
+makes progress and a long request does not hold up a short one. New requests join the running
+batch one per round, so the live streams pause for at most one prompt pass per character. A
+cancelled request (its client went away) is dropped before the next round, or before its prompt
+pass if it was still waiting. Other work on the model (an explanation) has a
 queue of its own and runs between two rounds, however many requests are in flight.
 """
 
@@ -103,7 +105,10 @@ class Engine:
         torch.set_num_threads(self.threads)
         active: list[_Active] = []
         while True:
-            while len(active) < self.max_active:
+            # One new request joins per round while others are in flight: its prompt pass is the one
+            # pause the live streams take for it. An idle worker waits for the next item.
+            admitted = False
+            while len(active) < self.max_active and not (admitted and active):
                 try:
                     item = self._queue.get(block=not active)
                 except queue.Empty:
@@ -111,7 +116,9 @@ class Engine:
                 if item is None:
                     return
                 if isinstance(item, Job):
-                    active.extend(self._begin(item))
+                    begun = self._begin(item)
+                    active.extend(begun)
+                    admitted = admitted or bool(begun)
                 self._run_calls()
             self._run_calls()
             active = self._round(active)
@@ -132,6 +139,9 @@ class Engine:
     def _begin(self, job: Job) -> list[_Active]:
         """The job in flight, its prompt fed; none if that failed (and the job was told)."""
         c = job.completion
+        if job.cancelled.is_set():  # its client left while it waited: no prompt pass for it
+            job.deliver(("done", 0, None))
+            return []
         try:
             generator = seeded_generator(self.device, c.seed)
             with torch.inference_mode():
