@@ -150,6 +150,19 @@ def test_the_budget_holds_back_time_for_the_last_evaluation_and_the_whole_split(
     session.close()
 
 
+def test_the_commands_start_up_is_held_back_from_the_budget_but_is_not_training_time(data_dir):
+    # `time gptiny train` must end within max_minutes: the seconds before the loop count too
+    session = setup(config_from_dict(budget_raw(data_dir)), device="cpu")
+    now = [0.0]
+    started_late, on_time = Budget(session, lambda: now[0], startup_s=5.0), Budget(session, lambda: now[0])
+    session.eval_s, session.step_s = 2.0, 1.0
+    now[0] = 30 - 5.0 - 2.0 * (1 + whole_split_ratio(session)) - 0.5
+    started_late.tick()
+    assert started_late.up() and not on_time.up()
+    assert session.elapsed_s == now[0]  # the schedule's clock leaves the start-up out
+    session.close()
+
+
 def test_an_average_yet_to_begin_doubles_the_last_estimate_it_holds_back(data_dir):
     # The latest evaluation (2 s) covered the weights alone; the last one will also cover their average.
     session = setup(config_from_dict(budget_raw(data_dir, ema_decay=0.9, ema_start=0.8)), device="cpu")

@@ -41,6 +41,7 @@ def train(
     (or torchrun --nproc-per-node 2 -m gptiny_cli train configs/shakespeare.toml);
     gptiny train configs/shakespeare-cpu.toml --init-from runs/<id> --set data.path=data/mine
     """
+    started = time.perf_counter()  # the start-up from here on counts against a time budget
     from gptiny_cli.training import distributed
     from gptiny_cli.training.budget import parse_minutes
     from gptiny_cli.training.launch import run_local
@@ -58,12 +59,12 @@ def train(
     with user_errors():
         world = distributed.init(device)
     try:
-        _train_here(request, world)
+        _train_here(request, world, started)
     finally:
         distributed.shutdown()
 
 
-def _train_here(request, world) -> None:
+def _train_here(request, world, started: float) -> None:
     """Train in this process; with several processes, only rank 0 shows anything but errors."""
     from gptiny_cli.training.interrupt import GracefulStop
     from gptiny_cli.training.launch import build_session
@@ -81,7 +82,8 @@ def _train_here(request, world) -> None:
             err.print(_describe(session), highlight=False)
         with GracefulStop() as stop:
             try:
-                finished = _show_training(session, stop.requested) if world.is_main else _drain(session, stop.requested)
+                finished = (_show_training(session, stop.requested, started) if world.is_main
+                            else _drain(session, stop.requested, started))
             except KeyboardInterrupt:
                 _stopped_at_once(session, stop.signum)
     if world.is_main:
@@ -104,10 +106,10 @@ def _parent(info: dict) -> str:
     return f"; fine-tuned from the {parent['checkpoint']} weights of {parent['run']}" if parent else ""
 
 
-def _drain(session, should_stop):
+def _drain(session, should_stop, started: float):
     from gptiny_cli.training.loop import run
 
-    *_, finished = run(session, should_stop)
+    *_, finished = run(session, should_stop, started=started)
     return finished
 
 
@@ -134,7 +136,7 @@ def _stopped_at_once(session, signum: int | None) -> None:
     raise typer.Exit(_exit_code(signum))
 
 
-def _show_training(session, should_stop):
+def _show_training(session, should_stop, started: float):
     from rich.live import Live
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -145,7 +147,7 @@ def _show_training(session, should_stop):
     t = session.config.train
     view = TrainView(t.max_iters, t.max_minutes * 60 or None, iter=session.iter, elapsed_s=session.elapsed_s,
                      baselines=session.corpus.meta.get("baselines"))
-    events = run(session, should_stop)
+    events = run(session, should_stop, started=started)
     if session.config.log.tensorboard:
         events = logged(events, session.run_dir, session.iter)
     if not out.is_terminal:

@@ -2,8 +2,10 @@
 
 With ``train.max_minutes`` the learning-rate schedule runs on the fraction of the budget spent
 instead of the step (``schedule.learning_rate``'s ``fraction``). The budget covers the training
-loop, every evaluation and checkpoint in it, and the final whole-split evaluation; the start-up
-before the loop (imports, loading the data, building the model) is not counted. Training stops
+loop, every evaluation and checkpoint in it, and the final whole-split evaluation. The start-up
+before the loop (imports, loading the data, building the model), when the command measured it,
+is held back from the budget, so that ``time gptiny train`` ends within ``max_minutes``; it is
+not training time, so the schedule and the saved clock leave it out. Training stops
 when the next step would end inside the time held back for the last evaluation and the
 whole-split one, both estimated from the duration of the latest evaluation, so the schedule's
 last step gets the final learning rate and the run ends when its time is up.
@@ -54,10 +56,13 @@ def whole_split_ratio(s: Session) -> float:
 class Budget:
     """The loop's clock: ``tick`` reads it once per step; the questions below use that reading."""
 
-    def __init__(self, s: Session, clock: Clock = time.perf_counter) -> None:
+    def __init__(self, s: Session, clock: Clock = time.perf_counter, startup_s: float = 0.0) -> None:
+        """``startup_s``: how long this process took to reach the loop, held back from the budget."""
         minutes = s.config.train.max_minutes
         self.session, self.clock = s, clock
-        self.total_s = minutes * 60 if minutes else None
+        if minutes and s.world.size > 1:  # every rank must plan with the same budget
+            startup_s = s.world.sum([startup_s])[0] / s.world.size
+        self.total_s = minutes * 60 - startup_s if minutes else None
         self.ratio = whole_split_ratio(s) if minutes else 0.0
         self._before, self._start = s.elapsed_s, clock()
         self._step_start: float | None = None

@@ -174,10 +174,13 @@ def _log_step(s: Session, loss: torch.Tensor, lr: float, tokens: int, window_sta
 
 
 def run(s: Session, should_stop: Callable[[], bool] = lambda: False,
-        clock: Clock = time.perf_counter) -> Iterator[Event]:
-    """The training loop, timed by ``clock`` (seconds). Marks the run failed (or interrupted) if anything escapes it."""
+        clock: Clock = time.perf_counter, started: float | None = None) -> Iterator[Event]:
+    """The training loop, timed by ``clock`` (seconds); ``started``: the ``clock`` reading when the
+    command began, whose start-up a time budget holds back. Marks the run failed (or interrupted)
+    if anything escapes it."""
     try:
-        yield from _loop(s, should_stop, Budget(s, clock))
+        startup_s = 0.0 if started is None else max(0.0, clock() - started)
+        yield from _loop(s, should_stop, Budget(s, clock, startup_s))
     except BaseException as err:
         if s.info["status"] != "running":  # closed after Finished: the run already has its status
             raise
