@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_sample import CORPUS, make_run  # noqa: E402
+from gptiny_cli.data import Vocab  # noqa: E402
 from gptiny_cli.generation.inference import for_inference  # noqa: E402
 from gptiny_cli.generation.sample import generate, seeded_generator  # noqa: E402
 from gptiny_cli.hardware.device import auto_sample_precision  # noqa: E402
@@ -47,9 +48,8 @@ from gptiny_cli.store.runs import load_run  # noqa: E402
 PROMPT = "ROMEO:"
 
 
-def engine_round(model, chars: tuple[str, ...], clients: int, tokens: int, batch: bool) -> tuple[float, float]:
+def engine_round(build, chars: tuple[str, ...], clients: int, tokens: int, batch: bool) -> tuple[float, float]:
     """All clients' requests through one Engine: (characters/s in all, median seconds to a first character)."""
-    start_token = chars.index("\n")
     prompt = [chars.index(c) for c in PROMPT]
     first: list[float] = []
     done = threading.Semaphore(0)
@@ -61,7 +61,7 @@ def engine_round(model, chars: tuple[str, ...], clients: int, tokens: int, batch
         elif event[0] == "done":
             done.release()
 
-    engine = Engine(model, chars, max_active=clients, start_token=start_token, batch=batch)
+    engine = Engine.built_on_worker(build, max_active=clients, batch=batch)  # as gptiny serve builds it
     engine.start()
     start = time.perf_counter()
     for i in range(clients):
@@ -74,14 +74,28 @@ def engine_round(model, chars: tuple[str, ...], clients: int, tokens: int, batch
     return clients * tokens / seconds, statistics.median(first)
 
 
-def sample_speed(model, chars: tuple[str, ...], tokens: int) -> float:
-    """Characters/s of ``gptiny sample``'s loop: ``generate`` with the same prompt, drawing as sample does."""
+def sample_speed(build, chars: tuple[str, ...], tokens: int) -> float:
+    """Characters/s of ``gptiny sample``'s loop: ``generate`` with the same prompt, drawing as sample does.
+
+    It runs on a thread of its own that builds its own model and then ends, taking its OpenMP
+    pool with it: this process's main thread runs no torch work, as in ``gptiny serve``, where a
+    second pool would slow the worker down (see Engine.built_on_worker).
+    """
     prompt = [chars.index(c) for c in PROMPT]
-    start = time.perf_counter()
-    steps = generate(model, prompt, tokens, generator=seeded_generator("cpu", 0))
-    text = "".join(chars[int(step[0])] for step in steps)
-    assert len(text) == tokens
-    return tokens / (time.perf_counter() - start)
+    speed: list[float] = []
+
+    def measure() -> None:
+        model = build()[0]
+        start = time.perf_counter()
+        steps = generate(model, prompt, tokens, generator=seeded_generator("cpu", 0))
+        text = "".join(chars[int(step[0])] for step in steps)
+        assert len(text) == tokens
+        speed.append(tokens / (time.perf_counter() - start))
+
+    thread = threading.Thread(target=measure)
+    thread.start()
+    thread.join()
+    return speed[0]
 
 
 async def http_client(client: httpx.AsyncClient, url: str, tokens: int, seed: int) -> tuple[float, int]:
@@ -137,27 +151,30 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run or make_run(args.config, args.corpus, Path(tmp))
-        loaded = load_run(run_dir)
-        cpu = torch.device("cpu")
+        vocab = Vocab.load(run_dir / "vocab.json")
+        chars, cpu = vocab.chars, torch.device("cpu")
         precision = auto_sample_precision(cpu)[0] if args.precision == "auto" else args.precision
-        model = for_inference(loaded.model, precision, cpu)
+
+        def build():  # on the thread that generates, as gptiny serve does
+            return for_inference(load_run(run_dir).model, precision, cpu), chars, vocab.start_token
+
         print(f"{run_dir.name}: {precision}, {torch.get_num_threads()} threads, {args.tokens} characters per client")
-        print("worker alone     clients  batched chars/s  one by one chars/s  ratio  first char (batched)")
-        engine_round(model, loaded.vocab.chars, 1, args.tokens, batch=True)  # warm-up, not counted
+        engine_round(build, chars, 1, args.tokens, batch=True)  # warm-up, not counted
         # one request against gptiny sample's loop, alternating, each keeping its best
         sample, single = 0.0, 0.0
         for _ in range(args.rounds):
-            sample = max(sample, sample_speed(model, loaded.vocab.chars, args.tokens))
-            single = max(single, engine_round(model, loaded.vocab.chars, 1, args.tokens, batch=True)[0])
+            sample = max(sample, sample_speed(build, chars, args.tokens))
+            single = max(single, engine_round(build, chars, 1, args.tokens, batch=True)[0])
         print(f"one request: gptiny sample's loop {sample:,.0f} chars/s, the worker's stream {single:,.0f} "
               f"chars/s ({single / sample:.0%})")
+        print("worker alone     clients  batched chars/s  one by one chars/s  ratio  first char (batched)")
         for clients in args.clients:
             # rounds alternate the two ways; each keeps its best (other processes can only slow one down)
             together, first, apart = 0.0, float("inf"), 0.0
             for _ in range(args.rounds):
-                speed, latency = engine_round(model, loaded.vocab.chars, clients, args.tokens, batch=True)
+                speed, latency = engine_round(build, chars, clients, args.tokens, batch=True)
                 together, first = max(together, speed), min(first, latency)
-                apart = max(apart, engine_round(model, loaded.vocab.chars, clients, args.tokens, batch=False)[0])
+                apart = max(apart, engine_round(build, chars, clients, args.tokens, batch=False)[0])
             print(f"{'':17}{clients:>7}  {together:>15,.0f}  {apart:>18,.0f}  {together / apart:>5.2f}  "
                   f"{first * 1000:>8.1f} ms")
         server, url = start_server(run_dir, args.precision)

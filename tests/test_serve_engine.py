@@ -189,3 +189,29 @@ def test_requests_waiting_together_join_the_running_batch_one_per_round():
     engine.close()
     # request j joins at round j, so the first request has drawn j + 1 characters by its first
     assert [drawn[: drawn.index(j)].count(0) for j in (1, 2, 3)] == [2, 3, 4]
+
+
+def test_an_engine_can_build_its_model_on_its_own_worker_thread():
+    # every torch operation of the server on one thread: a second OpenMP pool made the worker 3x slower
+    where = []
+
+    def build():
+        where.append(threading.current_thread().name)
+        return tiny_model(), CHARS, 0
+
+    engine = Engine.built_on_worker(build)
+    engine.start()
+    try:
+        assert where == ["gptiny-generation"]
+        assert engine.call(lambda model: model.block_size).result(timeout=10) == 8
+    finally:
+        engine.close()
+
+
+def test_a_model_that_fails_to_build_on_the_worker_raises_from_start():
+    def build():
+        raise ValueError("no such run")
+
+    engine = Engine.built_on_worker(build)
+    with pytest.raises(ValueError, match="no such run"):
+        engine.start()

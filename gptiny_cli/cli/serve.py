@@ -101,12 +101,18 @@ def _load(run: str, runs_dir: Path, which: str, device: str, precision: str, que
     from gptiny_cli.serve.protocol import Defaults
     from gptiny_cli.store.runs import load_run, resolve_run
 
-    loaded = load_run(resolve_run(run, runs_dir), which)
-    dev = use_device(pick_device(device), tf32=False)  # as gptiny sample: the same seed, the same text
-    chosen = auto_sample_precision(dev)[0] if precision == "auto" else precision
-    model = for_inference(loaded.model, chosen, dev)
-    engine = Engine(model, loaded.vocab.chars, queue_size=queue_size, start_token=loaded.vocab.start_token,
-                    threads=threads)
+    built: dict = {}
+
+    def build() -> tuple:  # on the engine's worker thread: every torch operation of the server there
+        loaded = load_run(resolve_run(run, runs_dir), which)
+        dev = use_device(pick_device(device), tf32=False)  # as gptiny sample: the same seed, the same text
+        chosen = auto_sample_precision(dev)[0] if precision == "auto" else precision
+        built.update(loaded=loaded, dev=dev, chosen=chosen)
+        return for_inference(loaded.model, chosen, dev), loaded.vocab.chars, loaded.vocab.start_token
+
+    engine = Engine.built_on_worker(build, queue_size=queue_size, threads=threads)
+    engine.start()
+    loaded, dev, chosen = built["loaded"], built["dev"], built["chosen"]
     sample = loaded.config.sample
     options = ServeOptions(loaded.run_dir.name, defaults=Defaults(temperature=sample.temperature, top_k=sample.top_k),
                            runtime={"device": str(dev), "precision": chosen, "threads": engine.threads})

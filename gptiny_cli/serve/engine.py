@@ -29,6 +29,8 @@ from gptiny_cli.serve.batch import Completion, Stream, batch_decoder, batched_st
 # "stop" | "length") once per sample, then ("done", characters generated, None); a cancelled job
 # skips to "done"; a failed one delivers ("error", message, None) instead.
 Event = tuple[str, object, object]
+# What builds the engine's model on its worker thread: the model, its characters, the start token.
+Build = Callable[[], tuple[nn.Module, tuple[str, ...], int]]
 
 
 _WAKE = "wake"  # put in the queue to wake an idle worker for a call
@@ -62,21 +64,47 @@ class _Active:
 class Engine:
     """The model's one worker thread, with a queue of at most ``queue_size`` waiting requests."""
 
-    def __init__(self, model: nn.Module, chars: tuple[str, ...], *, queue_size: int = 64,
-                 max_active: int = 16, start_token: int = 0, batch: bool = True, threads: int | None = None) -> None:
+    def __init__(self, model: nn.Module | None, chars: tuple[str, ...], *, queue_size: int = 64,
+                 max_active: int = 16, start_token: int = 0, batch: bool = True, threads: int | None = None,
+                 build: Build | None = None) -> None:
         """``batch=False`` steps the requests in flight one after another, for measuring the batch;
-        ``threads``: the worker's CPU threads (torch's own count when None)."""
-        self.model, self.chars, self.start_token, self.batch = model, chars, start_token, batch
+        ``threads``: the worker's CPU threads (torch's own count when None); ``build`` (instead of
+        ``model``): makes the model on the worker thread when it starts (``Engine.built_on_worker``)."""
+        self.chars, self.start_token, self.batch, self.max_active = chars, start_token, batch, max_active
         self.threads = threads or torch.get_num_threads()
-        self.device = next(model.parameters()).device
-        self.decoder = batch_decoder(model)
-        self.max_active = max_active
+        self._build = build
+        if model is not None:
+            self._adopt(model)
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._calls: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._thread = threading.Thread(target=self._loop, name="gptiny-generation", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="gptiny-generation", daemon=True)
+        self._ready = threading.Event()
+        self._failed: BaseException | None = None
+
+    @classmethod
+    def built_on_worker(cls, build: Build, **options) -> Engine:
+        """An engine whose model, vocabulary and start token come from ``build()``, run on the worker.
+
+        Then every torch operation of the server runs on one thread. A model built on another
+        thread leaves that thread an OpenMP pool of its own; with more pool threads than cores,
+        libgomp's threads sleep between parallel regions instead of spinning, and the worker
+        generated at a third of the speed of ``gptiny sample`` (benchmarks/README.md).
+        """
+        return cls(None, (), build=build, **options)
+
+    def _adopt(self, model: nn.Module) -> None:
+        self.model, self.device, self.decoder = model, next(model.parameters()).device, batch_decoder(model)
 
     def start(self) -> None:
+        """Start the worker (once; again is nothing); with ``build``, wait until the model is built and
+        raise what building raised."""
+        if self._thread.ident is not None:
+            return
         self._thread.start()
+        self._ready.wait()
+        if self._failed is not None:
+            self._thread.join()
+            raise self._failed
 
     def close(self) -> None:
         """Stop the worker after the round in progress; requests still queued are dropped."""
@@ -100,9 +128,21 @@ class Engine:
             self._queue.put_nowait(_WAKE)
         return future
 
-    def _loop(self) -> None:
+    def _run(self) -> None:
         # The thread count is a setting of each thread's own OpenMP team: set where the work runs.
         torch.set_num_threads(self.threads)
+        try:
+            if self._build is not None:
+                model, self.chars, self.start_token = self._build()
+                self._adopt(model)
+        except BaseException as error:  # handed to start(), on the thread that waits for it
+            self._failed = error
+            return
+        finally:
+            self._ready.set()
+        self._loop()
+
+    def _loop(self) -> None:
         active: list[_Active] = []
         while True:
             # One new request joins per round while others are in flight: its prompt pass is the one
