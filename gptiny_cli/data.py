@@ -1,7 +1,8 @@
 """The corpus: a character vocabulary, the prepared token files, and batches drawn from them.
 
 A data directory (written by ``gptiny prepare``, see ``prepare/``) holds:
-    vocab.json   the sorted characters of the corpus
+    vocab.json   the sorted characters of the corpus, or, with ``--tokenizer bpe``,
+    tokenizer.json  a byte-level BPE (``bpe.py``)
     train.bin    training tokens, little-endian unsigned integers
     val.bin      validation tokens, the last ``val_fraction`` of the corpus
     meta.json    sizes, token dtype and sha256; also its sources and baselines (older ones lack them)
@@ -10,13 +11,17 @@ Training memory-maps the .bin files instead of reading them into Python lists.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 
+from gptiny_cli.bpe import FILENAME as BPE_FILENAME
+from gptiny_cli.bpe import BpeVocab
 from gptiny_cli.errors import GptinyError
 
 # Token files are always little-endian so a data directory travels between machines.
@@ -27,6 +32,8 @@ _TOKEN_DTYPES = {"uint16": (torch.uint16, 2), "int32": (torch.int32, 4)}
 class Vocab:
     """A character-level tokenizer: token i is the i-th character in sorted order."""
 
+    kind = "char"
+    filename = "vocab.json"
     chars: tuple[str, ...]
 
     @classmethod
@@ -36,6 +43,15 @@ class Vocab:
     @property
     def size(self) -> int:
         return len(self.chars)
+
+    @property
+    def pieces(self) -> tuple[str, ...]:
+        """How each token is shown: its character."""
+        return self.chars
+
+    @cached_property
+    def token_bytes(self) -> tuple[bytes, ...]:
+        return tuple(ch.encode("utf-8") for ch in self.chars)
 
     @property
     def start_token(self) -> int:
@@ -60,6 +76,13 @@ class Vocab:
     def to_json(self) -> dict:
         return {"chars": list(self.chars)}
 
+    def serialized(self) -> str:
+        return json.dumps(self.to_json(), ensure_ascii=False, indent=2) + "\n"
+
+    def identity(self) -> list[str]:
+        """What fixes the meaning of every id (for fingerprints): the characters in order."""
+        return list(self.chars)
+
     @classmethod
     def load(cls, path: Path) -> Vocab:
         try:
@@ -74,6 +97,67 @@ class Vocab:
         return cls(tuple(chars))
 
 
+Tokenizer = Vocab | BpeVocab
+
+
+def load_vocab(directory: Path) -> Tokenizer:
+    """The tokenizer of a data or run directory: its tokenizer.json (BPE) or its vocab.json (characters)."""
+    directory = Path(directory)
+    if (directory / BPE_FILENAME).is_file():
+        return BpeVocab.load(directory / BPE_FILENAME)
+    return Vocab.load(directory / "vocab.json")
+
+
+class TextStream:
+    """Token ids in, text out, holding back the bytes of a character that is not complete yet.
+
+    A BPE token may end inside a UTF-8 character (a CJK character or an emoji is 3 or 4 bytes);
+    printing each token's own text would show replacement marks where the next token completes it.
+    """
+
+    def __init__(self, token_bytes: tuple[bytes, ...]) -> None:
+        self._bytes = token_bytes
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token: int) -> str:
+        return self._decoder.decode(self._bytes[token])
+
+    def flush(self) -> str:
+        """What is held back, at the end of a stream (an incomplete character becomes U+FFFD)."""
+        return self._decoder.decode(b"", final=True)
+
+
+@dataclass(frozen=True)
+class TargetText:
+    """How much text a split's predicted tokens (every one but the first) hold, to put a loss per
+    token into bits per character and per byte, the units in which any two tokenizers compare."""
+
+    tokens: int
+    chars: int
+    bytes: int
+
+    @classmethod
+    def of_counts(cls, vocab: Tokenizer, counts: list[int]) -> TargetText:
+        """From how often each id is predicted; a character is a byte that does not continue one."""
+        sizes = [(len(b), sum(1 for x in b if x & 0xC0 != 0x80)) for b in vocab.token_bytes]
+        return cls(sum(counts), sum(n * c for n, (_, c) in zip(counts, sizes, strict=True)),
+                   sum(n * b for n, (b, _) in zip(counts, sizes, strict=True)))
+
+    @classmethod
+    def of_corpus(cls, corpus: Corpus) -> TargetText:
+        """The validation split's: recorded by ``gptiny prepare``, or counted (older data directories)."""
+        known = corpus.meta.get("val_targets")
+        if isinstance(known, dict) and {"tokens", "chars", "bytes"} <= known.keys():
+            return cls(int(known["tokens"]), int(known["chars"]), int(known["bytes"]))
+        counts = torch.zeros(corpus.vocab.size, dtype=torch.int64)
+        for start in range(1, len(corpus.val), 1 << 22):
+            counts += torch.bincount(corpus.val[start : start + (1 << 22)].long(), minlength=corpus.vocab.size)
+        return cls.of_counts(corpus.vocab, counts.tolist())
+
+    def to_json(self) -> dict:
+        return {"tokens": self.tokens, "chars": self.chars, "bytes": self.bytes}
+
+
 def token_dtype(vocab_size: int) -> str:
     """The narrowest token file format that holds every id of a vocabulary this size."""
     return "uint16" if vocab_size <= 2**16 else "int32"
@@ -84,7 +168,7 @@ class Corpus:
     """A prepared data directory, its splits memory-mapped as integer tensors."""
 
     directory: Path
-    vocab: Vocab
+    vocab: Tokenizer
     meta: dict
     train: torch.Tensor
     val: torch.Tensor
@@ -112,7 +196,7 @@ def load_corpus(directory: Path) -> Corpus:
         raise GptinyError(f"{meta_path} is damaged; run `gptiny prepare` again") from None
     if dtype not in _TOKEN_DTYPES:
         raise GptinyError(f"{meta_path}: unknown token_dtype {dtype!r}")
-    vocab = Vocab.load(directory / "vocab.json")
+    vocab = load_vocab(directory)
     train = _map_tokens(directory / "train.bin", n_train, dtype)
     val = _map_tokens(directory / "val.bin", n_val, dtype)
     return Corpus(directory, vocab, meta, train, val)

@@ -40,10 +40,12 @@ def attention(
         unknown = loaded.vocab.unknown(prompt)
         if unknown:
             raise GptinyError(f"--prompt has characters this run's vocabulary lacks: {''.join(unknown)!r}")
-        text = prompt[-loaded.model.block_size:]
-        if len(text) < len(prompt):
-            err.print(f"using the prompt's last {len(text)} characters (the block size)", highlight=False)
-        seen = insight(loaded.model, loaded.vocab.encode(text))
-        written = save_figure(attention_figure(seen, loaded.vocab.chars), out_path)
+        every = loaded.vocab.encode(prompt)
+        ids = every[-loaded.model.block_size:]
+        unit = "characters" if loaded.vocab.kind == "char" else "tokens"
+        if len(ids) < len(every):
+            err.print(f"using the prompt's last {len(ids)} {unit} (the block size)", highlight=False)
+        seen = insight(loaded.model, ids)
+        written = save_figure(attention_figure(seen, loaded.vocab.pieces), out_path)
     layers, heads = seen.attention.shape[:2]
-    out.print(f"wrote {written}: {layers} layers × {heads} heads over {len(text)} characters", highlight=False)
+    out.print(f"wrote {written}: {layers} layers × {heads} heads over {len(ids)} {unit}", highlight=False)

@@ -47,13 +47,14 @@ def compare(
         sys.stdout.write(json.dumps(found, indent=2) + "\n")
         return
     table = Table(box=box.SIMPLE_HEAD, title="val: whole-split val loss of the best weights")
-    columns = ["run", *found["keys"], "params", "steps", "tokens", "seconds", "best val", "val", "bits/char"]
+    columns = ["run", *found["keys"], "params", "steps", "tokens", "seconds", "best val", "val", "bits/char",
+               "bits/byte"]
     for column in columns:
         table.add_column(column, justify="left" if column == "run" else "right")
     for row in found["runs"]:
         table.add_row(row["run"], *(_cell(row["config"][k], grouped=False) for k in found["keys"]),
                       *(_cell(row[k]) for k in ("parameters", "steps", "tokens", "seconds", "best_val", "val",
-                                                "bits_per_char")))
+                                                "bits_per_char", "bits_per_byte")))
     (out if out.is_terminal else Console(width=200)).print(table)
     if plot is not None:
         out.print(f"wrote {plot}", highlight=False)

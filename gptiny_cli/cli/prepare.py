@@ -28,18 +28,26 @@ def prepare(
     split: Annotated[str, typer.Option(
         help="Validation split: the text's tail, or whole documents (the last ones).")] = "tail",
     val_fraction: Annotated[float, typer.Option(help="Share of the corpus, at its end, kept for validation.")] = 0.1,
+    tokenizer: Annotated[str, typer.Option(
+        help="char: one token per character; bpe: byte-level BPE learnt from the training split "
+             "(pip install 'gptiny[bpe]').")] = "char",
+    vocab_size: Annotated[int | None, typer.Option(
+        help="With --tokenizer bpe: tokens to learn, 256 (the bytes) to 65,536 \\[default: 512].",
+        show_default=False)] = None,
     vocab: Annotated[str | None, typer.Option(
-        help="Encode with this vocabulary: a vocab.json or a run directory.", show_default=False)] = None,
+        help="Encode with this vocabulary: a vocab.json, tokenizer.json or a run directory.",
+        show_default=False)] = None,
     extend: Annotated[bool, typer.Option(help="With --vocab: append characters it lacks (old ids kept).")] = False,
     min_count: Annotated[int, typer.Option(
         help="Characters seen fewer times become one replacement character (U+FFFD).")] = 1,
     skip_bad: Annotated[bool, typer.Option(help="Skip files that are not UTF-8 and list them.")] = False,
     max_mb: Annotated[float, typer.Option(help="Refuse a download larger than this many MiB.")] = 100.0,
 ) -> None:
-    """Encode a corpus character by character into a data directory, with baselines for its loss.
+    """Encode a corpus by character (or byte-level BPE) into a data directory, with baselines for its loss.
 
     Examples: gptiny prepare   (downloads Tiny Shakespeare to input.txt, writes data/input/);
     gptiny prepare mytext.txt; gptiny prepare books/ --glob '*.md' --split documents;
+    gptiny prepare input.txt --tokenizer bpe --vocab-size 1024 --out data/bpe1024;
     cat a.txt b.txt | gptiny prepare - --out data/ab; gptiny prepare new.txt --vocab runs/<id> --extend
     """
     from gptiny_cli.prepare.corpus import PrepareOptions
@@ -48,7 +56,8 @@ def prepare(
     with user_errors():
         specs = _local_inputs(inputs, max_mb)
         options = PrepareOptions(glob=glob, separator=separator, split=split, val_fraction=val_fraction,
-                                 vocab=vocab, extend=extend, min_count=min_count, skip_bad=skip_bad)
+                                 vocab=vocab, tokenizer=tokenizer, vocab_size=vocab_size, extend=extend,
+                                 min_count=min_count, skip_bad=skip_bad)
         summary = _run(specs, out_dir or default_out(specs[0]), options)
     _report(specs, summary)
 
@@ -116,10 +125,14 @@ def _report(specs: list[str], summary) -> None:
                          ("vocabulary", summary.vocab_size), ("train tokens", summary.train_tokens),
                          ("val tokens", summary.val_tokens)):
         table.add_row(label, f"{value:,}")
+    per = "" if summary.tokenizer == "char" else "/token"
+    if summary.tokenizer != "char":
+        per_token = summary.chars / max(summary.train_tokens + summary.val_tokens, 1)
+        table.add_row("tokenizer", f"byte-level BPE, {per_token:.2f} chars/token")
     for name in ("bigram", "unigram"):
         if name in summary.baselines:
             b = summary.baselines[name]
-            table.add_row(f"{name} baseline", f"{b['nats']:.4f} nats = {b['bits_per_char']:.3f} bits/char")
+            table.add_row(f"{name} baseline", f"{b['nats']:.4f} nats{per} = {b['bits_per_char']:.3f} bits/char")
     out.print(table)
     if len(summary.sources) > 1:
         for where in ("train", "train+val", "val"):

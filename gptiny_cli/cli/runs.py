@@ -52,7 +52,7 @@ def complete_run(ctx: typer.Context, incomplete: str) -> list[str]:
     return [c for c in candidates if c.startswith(incomplete)]
 
 
-_NUMERIC = ("iters", "best val", "params", "duration")
+_NUMERIC = ("iters", "best val", "bits/char", "params", "duration")
 _STATUS_COLOURS = {"completed": "green", "running": "cyan", "interrupted": "yellow", "pruned": "yellow",
                    "failed": "red", "damaged": "red"}
 
@@ -60,9 +60,10 @@ _STATUS_COLOURS = {"completed": "green", "running": "cyan", "interrupted": "yell
 def _row(r: history.RunRecord, with_parent: bool) -> tuple[str, ...]:
     iters = "-" if r.iters is None else f"{r.iters}/{r.max_iters}" if r.max_iters else str(r.iters)
     best = "-" if r.best_val_loss is None else f"{r.best_val_loss:.4f}"
+    bpc = "-" if r.best_val_bpc is None else f"{r.best_val_bpc:.3f}"
     status = f"[{_STATUS_COLOURS.get(r.status, 'default')}]{escape(r.status)}[/]"
     parent = (escape(r.parent or "-"),) if with_parent else ()
-    return (escape(r.id), escape(r.name or "-"), *parent, status, iters, best, _short_count(r.parameters),
+    return (escape(r.id), escape(r.name or "-"), *parent, status, iters, best, bpc, _short_count(r.parameters),
             escape(r.device or "-"), _local_time(r.started_at), _clock(r.duration_s))
 
 
@@ -84,7 +85,7 @@ def list_runs(
         return
     table = Table(title=f"runs in {runs_dir}/", title_justify="left", box=box.SIMPLE_HEAD)
     with_parent = any(r.parent for r in records)  # a column for fine-tuned runs only when there are some
-    columns = ("id", "name", *(("from",) if with_parent else ()), "status", "iters", "best val", "params",
+    columns = ("id", "name", *(("from",) if with_parent else ()), "status", "iters", "best val", "bits/char", "params",
                "device", "started", "duration")
     for column in columns:
         table.add_column(column, justify="right" if column in _NUMERIC else "left", no_wrap=column != "name")
@@ -160,6 +161,8 @@ def evaluate(
         listed = escape(", ".join(f"{ch!r} ×{n}" for ch, n in report.unknown_chars.items()))
         err.print(f"[yellow]skipped {sum(report.unknown_chars.values()):,} characters outside the vocabulary:[/] "
                   f"{listed}", highlight=False)
-    out.print(f"{report.source}: loss {report.loss:.4f} nats = {report.bits_per_char:.4f} bits per character"
+    per = " per token" if report.text.tokens != report.text.chars else ""
+    out.print(f"{report.source}: loss {report.loss:.4f} nats{per} = {report.bits_per_char:.4f} bits per character, "
+              f"{report.bits_per_byte:.4f} per byte"
               f"{baseline_note(report.baselines)}, over "
               f"{report.tokens:,} predictions, {Path(report.weights).name} of {report.run}", highlight=False)

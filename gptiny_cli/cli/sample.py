@@ -67,12 +67,14 @@ def sample(
         _check_prompt(text, loaded.vocab, "--prompt-file" if prompt_file else "--prompt")
         model, dev = _for_inference(loaded.model, device, precision.value)
         generator = seeded_generator(dev, seed)
-    err.print(f"sampling {n} characters × {num_samples} from {loaded.weights}", highlight=False)
+    unit = "characters" if loaded.vocab.kind == "char" else "tokens"
+    err.print(f"sampling {n} {unit} × {num_samples} from {loaded.weights}", highlight=False)
     steps = generate(model, loaded.vocab.encode(text), n, num_samples=num_samples, temperature=temp, top_k=k,
                      top_p=top_p, generator=generator, use_cache=kv_cache, start_token=loaded.vocab.start_token)
     samples = [SampleText(tuple(s for s in stop or () if s)) for _ in range(num_samples)]
     live = not as_json and num_samples == 1 and (out.is_terminal if stream is None else stream)
-    interrupted = _run(steps, loaded.vocab.chars, samples, text, live)
+    table = loaded.vocab.pieces if loaded.vocab.kind == "char" else loaded.vocab.token_bytes
+    interrupted = _run(steps, table, samples, text, live)
     _render(samples, text, as_json, live)
     _report_speed(samples, interrupted)
     if interrupted:
@@ -131,7 +133,7 @@ def _read_prompt(prompt: str, prompt_file: Path | None) -> str:
         raise GptinyError(f"--prompt-file {prompt_file} is not UTF-8 (byte offset {error.start})") from None
 
 
-def _run(steps, chars: tuple[str, ...], samples: list, prompt: str, live: bool) -> bool:
+def _run(steps, table: tuple, samples: list, prompt: str, live: bool) -> bool:
     """Generate into ``samples``, streaming if ``live``; True if Ctrl-C cut it short."""
     from gptiny_cli.generation.sample import follow
 
@@ -142,7 +144,7 @@ def _run(steps, chars: tuple[str, ...], samples: list, prompt: str, live: bool) 
     try:
         if live:
             write(0, prompt)
-        follow(steps, chars, samples, write if live else None)
+        follow(steps, table, samples, write if live else None)
     except KeyboardInterrupt:
         return True
     except BrokenPipeError:  # e.g. piped into `head`: the reader has all it wants
@@ -155,8 +157,8 @@ def _render(samples: list, prompt: str, as_json: bool, live: bool) -> None:
     try:
         if as_json:
             for s in samples:
-                speed = round(s.generated / s.seconds, 1) if s.seconds > 0 else None
-                record = {"text": prompt + s.text, "tokens": len(s.text), "tokens_per_second": speed,
+                speed = round(s.tokens / s.seconds, 1) if s.seconds > 0 else None
+                record = {"text": prompt + s.text, "tokens": s.tokens, "tokens_per_second": speed,
                           "stopped": s.stopped}
                 sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         elif live:

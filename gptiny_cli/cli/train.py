@@ -142,11 +142,12 @@ def _show_training(session, should_stop, started: float):
 
     from gptiny_cli.report.progress import TrainView, plain_line, render
     from gptiny_cli.report.tblog import logged
+    from gptiny_cli.store.runs import val_bits
     from gptiny_cli.training.loop import EvalStats, Finished, run
 
     t = session.config.train
     view = TrainView(t.max_iters, t.max_minutes * 60 or None, iter=session.iter, elapsed_s=session.elapsed_s,
-                     baselines=session.corpus.meta.get("baselines"))
+                     baselines=session.corpus.meta.get("baselines"), bits_per_nat=val_bits(session.info, 1.0)[0])
     events = run(session, should_stop, started=started)
     if session.config.log.tensorboard:
         events = logged(events, session.run_dir, session.iter)
@@ -156,7 +157,7 @@ def _show_training(session, should_stop, started: float):
             if isinstance(event, Finished):
                 return event
             if isinstance(event, EvalStats) or time.monotonic() - last_print > 10:
-                out.print(plain_line(event, view.baselines), highlight=False, soft_wrap=True)
+                out.print(plain_line(event, view.baselines, view.bits_per_nat), highlight=False, soft_wrap=True)
                 last_print = time.monotonic()
         raise AssertionError("training ended without a Finished event")
     bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.fields[label]}"), TimeRemainingColumn(),
@@ -175,16 +176,22 @@ def _show_training(session, should_stop, started: float):
 
 def _report_end(session, finished, signum: int | None) -> None:
     from gptiny_cli.report.curves import loss_curve
-    from gptiny_cli.report.progress import LN2, baseline_note
+    from gptiny_cli.report.progress import baseline_note
     from gptiny_cli.store.history import read_history
+    from gptiny_cli.store.runs import val_bits
 
     run_dir = session.run_dir
     if finished.status == "interrupted":
         err.print(f"[yellow]interrupted[/] at iteration {finished.iter}; saved in {run_dir}. "
                   f"Resume with: {_resume_command(session)}", highlight=False, soft_wrap=True)
         raise typer.Exit(_exit_code(signum))
-    final = (f", whole-split val loss {finished.final_val_loss:.4f} nats = {finished.final_val_loss / LN2:.3f} "
-             f"bits/char{baseline_note(session.corpus.meta.get('baselines'))}" if finished.final_val_loss else "")
+    final = ""
+    if finished.final_val_loss:
+        bpc, bpb = val_bits(session.info, finished.final_val_loss)
+        per = " per token" if session.corpus.vocab.kind != "char" else ""
+        in_bits = f" = {bpc:.3f} bits/char" + (f", {bpb:.3f} bits/byte" if bpb is not None else "")
+        final = (f", whole-split val loss {finished.final_val_loss:.4f} nats{per}{in_bits}"
+                 f"{baseline_note(session.corpus.meta.get('baselines'))}")
     stopped = " (stopped early: no improvement)" if finished.early_stopped else ""
     for line in loss_curve(read_history(run_dir)):
         out.print(line, highlight=False)

@@ -19,12 +19,13 @@ A prompt longer than block_size is cut to its last block_size characters, in bot
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from gptiny_cli.data import TextStream
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.generation.inference import one_position
 from gptiny_cli.model import Bigram
@@ -215,6 +216,7 @@ class SampleText:
     text: str = ""
     pending: str = ""
     generated: int = 0  # characters the model produced for this sample, a stop string included
+    tokens: int = 0  # tokens drawn for it, likewise
     stopped: bool = False
     seconds: float = 0.0  # from the start of generation until this sample ended
 
@@ -248,22 +250,26 @@ class SampleText:
 
 
 def follow(
-    steps: Iterator[torch.Tensor], chars: tuple[str, ...], samples: list[SampleText],
+    steps: Iterator[torch.Tensor], table: Sequence[str] | Sequence[bytes], samples: list[SampleText],
     on_text: Callable[[int, str], None] | None = None, clock: Callable[[], float] = time.perf_counter,
 ) -> None:
     """Turn token steps into ``samples``' texts, calling ``on_text(i, text)`` as sample i grows.
 
+    ``table`` gives each id's text: its character (a character vocabulary's ``pieces``) or its bytes
+    (``token_bytes``, which BPE needs: a token may end inside a character, held back until whole).
     Stops drawing once every sample has met its stop string. Interrupted (Ctrl-C), the samples
     still end properly, with what was generated until then.
     """
     start = clock()
+    texts = [_texts(table) for _ in samples]
     try:
         for tokens in steps:
             for i, token in enumerate(tokens.tolist()):
                 sample = samples[i]
                 if sample.stopped:
                     continue
-                accepted = sample.add(chars[token])
+                sample.tokens += 1
+                accepted = sample.add(texts[i](token))
                 if on_text and accepted:
                     on_text(i, accepted)
                 if sample.stopped:
@@ -274,6 +280,15 @@ def follow(
         for i, sample in enumerate(samples):
             if not sample.stopped:
                 sample.seconds = clock() - start
+                sample.add(texts[i](None))
                 rest = sample.finish()
                 if on_text and rest:
                     on_text(i, rest)
+
+
+def _texts(table: Sequence[str] | Sequence[bytes]) -> Callable[[int | None], str]:
+    """Each token's text, or (given None) what a byte stream holds back at its end."""
+    if table and isinstance(table[0], str):
+        return lambda token: "" if token is None else table[token]
+    stream = TextStream(tuple(table))
+    return lambda token: stream.flush() if token is None else stream.push(token)

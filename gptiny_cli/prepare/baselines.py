@@ -9,7 +9,8 @@ predictions a model's whole-split val loss scores (every validation token but th
 with n the training counts, N the training tokens, n(b, ·) the training pairs that start with b
 and V the vocabulary size. Add-one smoothing keeps a character the training split never saw
 from costing an infinite loss. A model that does no better than the bigram has learnt nothing
-a 65 × 65 table could not.
+a 65 × 65 table could not. With BPE the tokens are pieces of text and the nats are per token;
+bits per character divide the same total by the characters the predicted tokens hold.
 """
 
 from __future__ import annotations
@@ -119,9 +120,11 @@ def _bigram_log_probs(train: PairCounts, keys: np.ndarray) -> np.ndarray:
     return np.log((seen + 1.0) / (starts[keys // v] + v))
 
 
-def cross_entropies(train: PairCounts, val: PairCounts) -> dict:
-    """The baselines in nats and bits per character, for ``meta.json`` (None when val has one token)."""
+def cross_entropies(train: PairCounts, val: PairCounts, predicted_chars: int | None = None) -> dict:
+    """The baselines in nats per token and bits per character, for ``meta.json`` (none when val has
+    one token); ``predicted_chars``: the characters the predicted tokens hold (for BPE)."""
     predictions = val.tokens - 1
+    per_char = predictions / predicted_chars if predicted_chars else 1.0
     if predictions < 1 or train.tokens < 1:
         return {}
     v = train.vocab_size
@@ -131,5 +134,5 @@ def cross_entropies(train: PairCounts, val: PairCounts) -> dict:
     unigram = -float(targets @ log_p) / predictions
     keys, counts = val.pairs()
     bigram = -float(counts @ _bigram_log_probs(train, keys)) / predictions
-    return {name: {"nats": value, "bits_per_char": value / math.log(2)}
+    return {name: {"nats": value, "bits_per_char": value / math.log(2) * per_char}
             for name, value in (("unigram", unigram), ("bigram", bigram))} | {"predictions": predictions}

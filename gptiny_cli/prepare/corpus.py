@@ -16,14 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from gptiny_cli.data import token_dtype
+from gptiny_cli.bpe import BpeVocab
+from gptiny_cli.data import TargetText, Tokenizer, Vocab, token_dtype
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.prepare import encode, splits, vocabulary
+from gptiny_cli.prepare import bpe_encode, encode, splits, vocabulary
 from gptiny_cli.prepare.baselines import cross_entropies
 from gptiny_cli.prepare.sources import DEFAULT_GLOB, STDIN, expand
 from gptiny_cli.prepare.stream import DEFAULT_CHUNK_BYTES, read_text_chunks
 from gptiny_cli.store import atomic
 
+TOKENIZERS = ("char", "bpe")
+DEFAULT_BPE_VOCAB = 512
 Progress = Callable[[str, int, int], None]  # (pass: "counting" or "encoding", bytes read in it, bytes in all)
 
 
@@ -36,6 +39,8 @@ class PrepareOptions:
     split: str = "tail"
     val_fraction: float = 0.1
     vocab: str | None = None  # a vocab.json or a run directory to encode with
+    tokenizer: str = "char"  # or "bpe"
+    vocab_size: int | None = None  # BPE's, DEFAULT_BPE_VOCAB when not given
     extend: bool = False
     min_count: int = 1
     replacement: str = vocabulary.DEFAULT_REPLACEMENT
@@ -52,6 +57,15 @@ class PrepareOptions:
             raise GptinyError(f"--min-count {self.min_count} is invalid: must be at least 1")
         if self.extend and not self.vocab:
             raise GptinyError("--extend appends to the vocabulary of --vocab; give --vocab FILE|RUN too")
+        if self.tokenizer not in TOKENIZERS:
+            raise GptinyError(f"--tokenizer {self.tokenizer!r} is invalid: must be one of {', '.join(TOKENIZERS)}")
+        if self.vocab_size is not None and self.tokenizer != "bpe":
+            raise GptinyError("--vocab-size sizes a BPE vocabulary; add --tokenizer bpe (characters take "
+                              "the corpus's own)")
+        if self.tokenizer == "bpe" and self.min_count > 1:
+            raise GptinyError("--min-count is for characters; BPE encodes every character through its bytes")
+        if self.tokenizer == "bpe" and self.vocab:
+            raise GptinyError("--vocab takes its tokenizer from the run or file it names; leave out --tokenizer bpe")
         if self.chunk_bytes < 1:
             raise GptinyError(f"chunk_bytes {self.chunk_bytes} is invalid: must be at least 1")
 
@@ -68,6 +82,7 @@ class PrepareSummary:
     baselines: dict = field(default_factory=dict)
     added: list[str] = field(default_factory=list)
     replaced: dict[str, int] = field(default_factory=dict)
+    tokenizer: str = "char"
 
 
 def read_corpus(path: Path) -> str:
@@ -119,9 +134,54 @@ def _meta(summary: PrepareSummary, options: PrepareOptions, dtype: str, sha256: 
     return meta
 
 
+@dataclass
+class _Encoded:
+    """What either tokenizer's passes leave: the vocabulary, token format, counts and bpc's denominators."""
+
+    vocab: Tokenizer
+    dtype: str
+    writer: encode.SplitWriter
+    sha256: str
+    added: list[str] = field(default_factory=list)
+    replaced: dict[str, int] = field(default_factory=dict)
+
+
+def _encode_chars(staging: Path, documents: list, plan: splits.SplitPlan, counts, options: PrepareOptions,
+                  base: Vocab | None, progress: Progress | None) -> _Encoded:
+    for ch in options.separator:
+        counts[ord(ch)] += splits.separators(len(documents), plan)
+    vocab_plan = vocabulary.plan_vocabulary(counts, base, options.extend, options.min_count, options.replacement)
+    dtype = token_dtype(vocab_plan.vocab.size)
+    writer = encode.SplitWriter(staging, plan, dtype, vocab_plan.vocab.size)
+    try:
+        sha256 = encode.encode(documents, options.separator, plan, vocab_plan.table, writer, options.chunk_bytes,
+                               _byte_counter(progress, "encoding", sum(d.bytes for d in documents)))
+    finally:
+        writer.close()
+    return _Encoded(vocab_plan.vocab, dtype, writer, sha256, vocab_plan.added, vocab_plan.replaced)
+
+
+def _encode_bpe(staging: Path, documents: list, plan: splits.SplitPlan, options: PrepareOptions,
+                base: BpeVocab | None, progress: Progress | None) -> _Encoded:
+    if options.extend:
+        raise GptinyError(f"--extend appends characters to a character vocabulary; {options.vocab} holds a BPE "
+                          "tokenizer, whose bytes already encode every text (leave out --extend)")
+    total = sum(d.bytes for d in documents)
+    vocab = base or bpe_encode.learn(documents, options.separator, plan, options.vocab_size or DEFAULT_BPE_VOCAB,
+                                     options.chunk_bytes, _byte_counter(progress, "learning BPE", total))
+    dtype = token_dtype(vocab.size)
+    writer = encode.SplitWriter(staging, plan, dtype, vocab.size)
+    try:
+        sha256 = bpe_encode.encode_bpe(documents, options.separator, plan, vocab, writer, options.chunk_bytes,
+                                       _byte_counter(progress, "encoding", total))
+    finally:
+        writer.close()
+    return _Encoded(vocab, dtype, writer, sha256)
+
+
 def _write(staging: Path, inputs: list[str], options: PrepareOptions, stdin: BinaryIO | None,
            progress: Progress | None) -> tuple[PrepareSummary, dict]:
-    """Both passes into ``staging``; returns the summary (its out_dir still to be set) and meta."""
+    """The passes into ``staging``; returns the summary (its out_dir still to be set) and meta."""
     sources = expand(inputs, options.glob, stdin, staging)
     total = sum(s.path.stat().st_size for s in sources)
     documents, skipped, counts = encode.scan(sources, options.chunk_bytes, options.skip_bad,
@@ -131,26 +191,27 @@ def _write(staging: Path, inputs: list[str], options: PrepareOptions, stdin: Bin
         raise GptinyError(f"input is empty: {what}")
     plan = splits.plan_split([d.chars for d in documents], len(options.separator), options.split,
                              options.val_fraction, what)
-    for ch in options.separator:
-        counts[ord(ch)] += splits.separators(len(documents), plan)
     base = vocabulary.load_base(options.vocab) if options.vocab else None
-    vocab_plan = vocabulary.plan_vocabulary(counts, base, options.extend, options.min_count, options.replacement)
-    dtype = token_dtype(vocab_plan.vocab.size)
-    writer = encode.SplitWriter(staging, plan, dtype, vocab_plan.vocab.size)
-    try:
-        sha256 = encode.encode(documents, options.separator, plan, vocab_plan.table, writer,
-                               options.chunk_bytes,
-                               _byte_counter(progress, "encoding", sum(d.bytes for d in documents)))
-    finally:
-        writer.close()
+    if options.tokenizer == "bpe" or isinstance(base, BpeVocab):
+        done = _encode_bpe(staging, documents, plan, options, base, progress)
+    else:
+        done = _encode_chars(staging, documents, plan, counts, options, base, progress)
     (staging / "stdin.txt").unlink(missing_ok=True)
     listed = [{"path": d.label, "bytes": d.bytes, "sha256": d.sha256, "chars": d.chars, "split": where}
               for d, where in zip(documents, plan.where, strict=True)]
-    summary = PrepareSummary(staging, vocab_plan.vocab.size, plan.train_chars + plan.val_chars, plan.train_chars,
-                             plan.val_chars, listed, skipped, cross_entropies(*writer.counts), vocab_plan.added,
-                             vocab_plan.replaced)
-    atomic.write_json(staging / "vocab.json", vocab_plan.vocab.to_json())
-    return summary, _meta(summary, options, dtype, sha256)
+    train_counts, val_counts = done.writer.counts
+    targets = val_counts.unigram
+    targets[val_counts.first] -= 1  # the first validation token is never predicted
+    predicted = TargetText.of_counts(done.vocab, targets.tolist())
+    summary = PrepareSummary(staging, done.vocab.size, plan.train_chars + plan.val_chars, train_counts.tokens,
+                             val_counts.tokens, listed, skipped,
+                             cross_entropies(train_counts, val_counts, predicted.chars), done.added,
+                             done.replaced, done.vocab.kind)
+    atomic.write_text(staging / done.vocab.filename, done.vocab.serialized())
+    meta = _meta(summary, options, done.dtype, done.sha256) | {
+        "tokenizer": done.vocab.kind, "train_chars": plan.train_chars, "val_chars": plan.val_chars,
+        "val_targets": predicted.to_json()}
+    return summary, meta
 
 
 def prepare_corpus(inputs: Path | str | Sequence[Path | str], out_dir: Path, val_fraction: float = 0.1, *,

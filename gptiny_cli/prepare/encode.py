@@ -80,10 +80,14 @@ class SplitWriter:
     def add(self, ids: np.ndarray) -> None:
         cut = min(self._left, len(ids))
         self._left -= cut
-        for split, part in ((0, ids[:cut]), (1, ids[cut:])):
-            if len(part):
-                part.astype(self.dtype, copy=False).tofile(self._files[split])
-                self.counts[split].add(part)
+        self.add_to(0, ids[:cut])
+        self.add_to(1, ids[cut:])
+
+    def add_to(self, split: int, ids: np.ndarray) -> None:
+        """Append to one split (0 train, 1 val) whatever its length: BPE cuts the text, not the tokens."""
+        if len(ids):
+            ids.astype(self.dtype, copy=False).tofile(self._files[split])
+            self.counts[split].add(ids)
 
     def close(self) -> None:
         for file in self._files:
@@ -92,7 +96,7 @@ class SplitWriter:
             file.close()
 
 
-def _pieces(documents: list[Document], separator: str, plan: SplitPlan, chunk_bytes: int,
+def pieces(documents: list[Document], separator: str, plan: SplitPlan, chunk_bytes: int,
             on_bytes: Progress | None) -> Iterator[tuple[bytes, str]]:
     """The joined text as (utf-8 bytes, text) pieces: documents and the separators between them."""
     sep_piece = (separator.encode("utf-8"), separator)
@@ -145,7 +149,7 @@ def encode(documents: list[Document], separator: str, plan: SplitPlan, table: np
     """Write every document's tokens through ``writer``; returns the sha256 of the joined text."""
     digest = hashlib.sha256()
     lookup = Lookup(table, writer.dtype, writer.vocab_size)
-    for raw, text in _pieces(documents, separator, plan, chunk_bytes, on_bytes):
+    for raw, text in pieces(documents, separator, plan, chunk_bytes, on_bytes):
         digest.update(raw)
         writer.add(lookup(text))
     return digest.hexdigest()

@@ -1,7 +1,8 @@
 """Choosing the vocabulary of a data directory from the characters a corpus holds.
 
 By default it is the sorted set of the corpus's characters. ``--vocab FILE|RUN`` starts from an
-existing vocabulary (a ``vocab.json``, or a run directory holding one) so that new text encodes
+existing vocabulary (a ``vocab.json``, or a run directory holding one; a BPE run's tokenizer is
+taken as it is, see ``corpus.py``) so that new text encodes
 with the ids a trained model knows; characters it lacks are an error, or with ``--extend`` are
 appended after the existing ones, so every old id keeps its meaning. ``--min-count N`` maps the
 characters seen fewer than N times to one replacement character.
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gptiny_cli.data import Vocab
+from gptiny_cli.bpe import FILENAME as BPE_FILENAME
+from gptiny_cli.bpe import BpeVocab
+from gptiny_cli.data import Tokenizer, Vocab
 from gptiny_cli.errors import GptinyError, listing
 from gptiny_cli.prepare.stream import CODE_POINTS
 
@@ -32,14 +35,18 @@ class VocabPlan:
     replaced: dict[str, int] = field(default_factory=dict)  # rare character -> occurrences
 
 
-def load_base(spec: str) -> Vocab:
-    """The vocabulary named by ``--vocab``: a vocab.json file, or a run (or data) directory holding one."""
+def load_base(spec: str) -> Tokenizer:
+    """The tokenizer named by ``--vocab``: a vocab.json or tokenizer.json file, or a run (or data)
+    directory holding one."""
     path = Path(spec)
+    if path.is_dir() and (path / BPE_FILENAME).is_file():
+        return BpeVocab.load(path / BPE_FILENAME)
     if path.is_dir():
         path = path / "vocab.json"
     if not path.is_file():
-        raise GptinyError(f"--vocab {spec}: no vocabulary there (give a vocab.json or a run directory)")
-    return Vocab.load(path)
+        raise GptinyError(f"--vocab {spec}: no vocabulary there (give a vocab.json, a tokenizer.json or a run "
+                          "directory)")
+    return BpeVocab.load(path) if path.name == BPE_FILENAME else Vocab.load(path)
 
 
 def _rare(seen: dict[str, int], min_count: int, keep: set[str]) -> dict[str, int]:

@@ -13,19 +13,19 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def _label(ch: str) -> str:
-    """A character as a tick label: whitespace made visible."""
-    return {"\n": "⏎", " ": "␣", "\t": "⇥"}.get(ch, ch)
+def _label(piece: str) -> str:
+    """A token's text (a character, or a BPE piece) as a tick label: whitespace made visible."""
+    return "".join({"\n": "⏎", " ": "␣", "\t": "⇥"}.get(ch, ch) for ch in piece)
 
 
-def attention_figure(seen: Insight, chars: tuple[str, ...]) -> Figure:
-    """A grid of L × H heat maps; in each, row t (a query) shades the characters 0..t by weight."""
+def attention_figure(seen: Insight, pieces: tuple[str, ...]) -> Figure:
+    """A grid of L × H heat maps; in each, row t (a query) shades the tokens 0..t by weight."""
     _require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     layers, heads, T, _ = seen.attention.shape
-    labels = [_label(chars[t]) for t in seen.tokens]
+    labels = [_label(pieces[t]) for t in seen.tokens]
     side = max(2.2, min(6.0, 0.16 * T + 1.0))
     figure = Figure(figsize=(side * heads, side * layers), layout="constrained")
     FigureCanvasAgg(figure)
@@ -39,6 +39,6 @@ def attention_figure(seen: Insight, chars: tuple[str, ...]) -> Figure:
             ax.set_title(f"layer {layer} · head {head}", fontsize="small")
             ax.set_xticks(ticks, [labels[t] for t in ticks], fontsize=6, fontfamily="monospace")
             ax.set_yticks(ticks, [labels[t] for t in ticks], fontsize=6, fontfamily="monospace")
-    figure.supxlabel("attended character (key)")
-    figure.supylabel("attending character (query)")
+    figure.supxlabel("attended token (key)")
+    figure.supylabel("attending token (query)")
     return figure

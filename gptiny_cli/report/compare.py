@@ -7,15 +7,12 @@ per character. Read from config.toml, run.json and metrics.jsonl only: no torch,
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from gptiny_cli.config import read_toml
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.store import runs
-
-LN2 = math.log(2)
 
 
 def expand(specs: list[str], runs_dir: Path) -> list[Path]:
@@ -57,8 +54,8 @@ def _row(run_dir: Path, runs_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]
     return config, {"run": name, "path": str(run_dir), "status": info.get("status"),
                     "parameters": info.get("parameters"),
                     "steps": info.get("iters"), "tokens": tokens, "seconds": info.get("train_seconds"),
-                    "best_val": info.get("best_val_loss"), "val": final,
-                    "bits_per_char": final / LN2 if isinstance(final, (int, float)) else None}
+                    "best_val": info.get("best_val_loss"), "val": final, "tokenizer": info.get("tokenizer", "char"),
+                    **dict(zip(("bits_per_char", "bits_per_byte"), runs.val_bits(info, final), strict=True))}
 
 
 def compare(specs: list[str], runs_dir: Path) -> dict[str, Any]:

@@ -1,11 +1,14 @@
-"""``gptiny eval``: a trained run's exact loss and bits per character on its validation split or any text.
+"""``gptiny eval``: a trained run's exact loss, bits per character and per byte, on its validation split
+or any text.
 
 Both use ``training.losses.full_split_loss``, the loss training reports at its end: the mean over every
 token, in order, in windows of ``block_size``. A text may hold characters the run's vocabulary
 lacks. The model cannot predict those, and dropping them would glue together neighbours that
 never met in the text, so the text is split around them instead: each stretch between unknown
 characters is scored on its own and the losses are averaged over all scored tokens. The report
-says which characters were skipped and how often.
+says which characters were skipped and how often. A BPE run encodes any text (its bytes), and
+its loss per token becomes bits per character and per byte through the text's size, the units
+in which a character run and a BPE run compare.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from gptiny_cli.data import Vocab, load_corpus
+from gptiny_cli.data import Corpus, TargetText, Tokenizer, load_corpus
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.hardware.setup import for_evaluation
 from gptiny_cli.prepare.corpus import read_corpus
@@ -33,22 +36,30 @@ class EvalReport:
     weights: str
     source: str  # "validation split of DIR" or the text file
     tokens: int  # predictions scored
-    loss: float  # mean cross-entropy in nats per character
+    loss: float  # mean cross-entropy in nats per token (a character's, for a character run)
+    text: TargetText  # the size of what was predicted
     unknown_chars: dict[str, int] = field(default_factory=dict)  # skipped character -> occurrences
     baselines: dict | None = None  # the data's unigram and bigram losses, for its validation split only
 
     @property
     def bits_per_char(self) -> float:
-        return self.loss / math.log(2)
+        return self.loss * self.text.tokens / math.log(2) / max(self.text.chars, 1)
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.loss * self.text.tokens / math.log(2) / max(self.text.bytes, 1)
 
     def to_json(self) -> dict:
         return {"run": self.run, "weights": self.weights, "source": self.source, "tokens": self.tokens,
-                "loss": self.loss, "bits_per_char": self.bits_per_char, "unknown_chars": self.unknown_chars,
+                "loss": self.loss, "bits_per_char": self.bits_per_char, "bits_per_byte": self.bits_per_byte,
+                "chars": self.text.chars, "bytes": self.text.bytes, "unknown_chars": self.unknown_chars,
                 "baselines": self.baselines}
 
 
-def split_known(text: str, vocab: Vocab) -> tuple[list[list[int]], Counter[str]]:
+def split_known(text: str, vocab: Tokenizer) -> tuple[list[list[int]], Counter[str]]:
     """The token ids of each stretch of ``text`` between characters outside ``vocab``, and those characters."""
+    if vocab.kind == "bpe":
+        return [vocab.encode(text)], Counter()
     index = {ch: i for i, ch in enumerate(vocab.chars)}
     segments: list[list[int]] = [[]]
     unknown: Counter[str] = Counter()
@@ -82,7 +93,7 @@ def _segments_loss(loaded: LoadedRun, segments: list[torch.Tensor], device: str,
     return total / count, count
 
 
-def _validation_split(loaded: LoadedRun) -> tuple[torch.Tensor, str, dict | None]:
+def _validation_split(loaded: LoadedRun) -> tuple[Corpus, str, dict | None]:
     data = Path(loaded.config.data.path)
     if not (data / "meta.json").is_file():
         raise GptinyError(
@@ -95,7 +106,7 @@ def _validation_split(loaded: LoadedRun) -> tuple[torch.Tensor, str, dict | None
             f"{corpus.directory} now holds a different vocabulary from the one {loaded.run_dir} was trained "
             "on; it was prepared again from another corpus. Evaluate a text file with --text FILE"
         )
-    return corpus.val, f"validation split of {corpus.directory}", corpus.meta.get("baselines")
+    return corpus, f"validation split of {corpus.directory}", corpus.meta.get("baselines")
 
 
 def evaluate(run_dir: Path, text: Path | None = None, which: str = "best", device: str = "auto",
@@ -111,11 +122,18 @@ def evaluate(run_dir: Path, text: Path | None = None, which: str = "best", devic
     unknown: Counter[str] = Counter()
     baselines = None
     if text is None:
-        split, source, baselines = _validation_split(loaded)
-        segments = [split]
+        corpus, source, baselines = _validation_split(loaded)
+        segments, size = [corpus.val], TargetText.of_corpus(corpus)
     else:
         ids, unknown = split_known(read_corpus(text), loaded.vocab)
         segments, source = [torch.tensor(s, dtype=torch.long) for s in ids], str(text)
+        size = _predicted(loaded.vocab, ids)
     loss, tokens = _segments_loss(loaded, segments, device, precision)
-    return EvalReport(str(run_dir), str(loaded.weights), source, tokens, loss, dict(unknown.most_common()),
+    return EvalReport(str(run_dir), str(loaded.weights), source, tokens, loss, size, dict(unknown.most_common()),
                       baselines)
+
+
+def _predicted(vocab: Tokenizer, segments: list[list[int]]) -> TargetText:
+    """The size of what the segments' predictions cover: every token of a segment but its first."""
+    counts = Counter(t for s in segments if len(s) > 1 for t in s[1:])
+    return TargetText.of_counts(vocab, [counts.get(i, 0) for i in range(vocab.size)])

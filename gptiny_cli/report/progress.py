@@ -23,6 +23,7 @@ class TrainView:
     iter: int = 0
     elapsed_s: float = 0.0
     baselines: dict | None = None  # the data's unigram and bigram val losses (meta.json), if it has them
+    bits_per_nat: float | None = 1 / LN2  # val bits per character per nat per token (store.runs.val_bits)
 
     def update(self, event: StepStats | EvalStats | Finished) -> None:
         if isinstance(event, EvalStats):
@@ -72,7 +73,7 @@ def render(view: TrainView) -> Table:
         style = "bold green" if _lowest(e) == best else None
         at = str(e.iter) if view.budget_s else f"{e.iter}/{view.max_iters}"
         ema = () if not averaged else ("" if e.average_val_loss is None else f"{e.average_val_loss:.4f}",)
-        table.add_row(at, f"{e.train_loss:.4f}", f"{e.val_loss:.4f}", f"{e.val_loss / LN2:.3f}", *ema,
+        table.add_row(at, f"{e.train_loss:.4f}", f"{e.val_loss:.4f}", _bits(e.val_loss, view.bits_per_nat), *ema,
                       f"{e.epoch:.2f}", _duration(e.elapsed_s), style=style)
     if view.last_step:
         s = view.last_step
@@ -86,12 +87,18 @@ def _lowest(e: EvalStats) -> float:
     return e.val_loss if e.average_val_loss is None else min(e.val_loss, e.average_val_loss)
 
 
-def plain_line(event: StepStats | EvalStats, baselines: dict | None = None) -> str:
+def _bits(loss: float, bits_per_nat: float | None) -> str:
+    return "-" if bits_per_nat is None else f"{loss * bits_per_nat:.3f}"
+
+
+def plain_line(event: StepStats | EvalStats, baselines: dict | None = None,
+               bits_per_nat: float | None = 1 / LN2) -> str:
     """One log line for a non-terminal stdout."""
     if isinstance(event, EvalStats):
         ema = "" if event.average_val_loss is None else f" ema val {event.average_val_loss:.4f}"
         return (f"eval iter {event.iter}: train {event.train_loss:.4f} val {event.val_loss:.4f} "
-                f"({event.val_loss / LN2:.3f} bits/char{baseline_note(baselines)}){ema} epoch {event.epoch:.2f} "
+                f"({_bits(event.val_loss, bits_per_nat)} bits/char{baseline_note(baselines)}){ema} "
+                f"epoch {event.epoch:.2f} "
                 f"elapsed {_duration(event.elapsed_s)}{' best' if event.is_best else ''}")
     return (f"iter {event.iter}: loss {event.loss:.4f} lr {event.lr:.2e} "
             f"{event.tokens_per_sec:,.0f} tok/s mfu {_mfu(event.mfu)}")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.store.runs import read_run_info, run_dirs
+from gptiny_cli.store.runs import read_run_info, run_dirs, val_bits
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class RunRecord:
     started_at: str | None
     duration_s: float | None
     parent: str | None = None  # the run a fine-tuned run started from (its directory name)
+    best_val_bpc: float | None = None  # the best val loss in bits per character, for any tokenizer
+    tokenizer: str = "char"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +85,7 @@ def _record(run_dir: Path, now: datetime, runs_dir: Path) -> RunRecord:
         best_val_loss=number("best_val_loss", float), parameters=number("parameters", int),
         device=text("device"), started_at=text("started_at"), duration_s=_duration(info, now),
         parent=Path(parent).name if isinstance(parent, str) else None,
+        best_val_bpc=val_bits(info, info.get("best_val_loss"))[0], tokenizer=text("tokenizer") or "char",
     )
 
 

@@ -205,11 +205,12 @@ def identity(config: RunConfig) -> dict[str, Any]:
             for key, value in values.items() if f"{section}.{key}" not in RESUMABLE}
 
 
-def header(step: int, config: RunConfig, chars: Iterable[str], data_sha256: str | None) -> dict[str, Any]:
-    """What a manifest records besides its files: the step and what the checkpoint belongs to."""
+def header(step: int, config: RunConfig, vocab: Any, data_sha256: str | None) -> dict[str, Any]:
+    """What a manifest records besides its files: the step and what the checkpoint belongs to
+    (``vocab`` is the tokenizer's ``identity()``: a character vocabulary's characters, a BPE's merges)."""
     ident = identity(config)
     return {"step": step, "config": ident, "config_sha256": fingerprint(ident),
-            "vocab_sha256": fingerprint(list(chars)), "data_sha256": data_sha256}
+            "vocab_sha256": fingerprint(vocab), "data_sha256": data_sha256}
 
 
 def check_config(manifest: dict[str, Any], config: RunConfig, config_path: Path, prefix: str = "") -> None:
@@ -233,7 +234,8 @@ def check_config(manifest: dict[str, Any], config: RunConfig, config_path: Path,
         raise GptinyError(f"{config_path} does not match the checkpoint it goes with: {'; '.join(differences)}")
 
 
-def check_vocab(manifest: dict[str, Any], chars: Iterable[str], vocab_path: Path) -> None:
-    if fingerprint(list(chars)) != manifest.get("vocab_sha256"):
+def check_vocab(manifest: dict[str, Any], vocab: Any, vocab_path: Path) -> None:
+    """Refuse a tokenizer (its ``identity()``) other than the one the weights were trained with."""
+    if fingerprint(vocab) != manifest.get("vocab_sha256"):
         raise GptinyError(f"{vocab_path} does not match the weights: it is not the vocabulary they were "
                           "trained with")

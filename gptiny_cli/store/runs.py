@@ -2,7 +2,8 @@
 
 A run directory holds:
     config.toml              the full resolved config
-    vocab.json               the vocabulary the model was trained with
+    vocab.json               the vocabulary the model was trained with (characters), or
+    tokenizer.json           the byte-level BPE it was trained with
     checkpoint/              the weights (best and last) and training state, see ``manifest``
     metrics.jsonl            one JSON object per logged step or evaluation
     run.json                 status, times, device, parameter count, best val loss
@@ -11,6 +12,7 @@ A run directory holds:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from gptiny_cli.store import atomic, manifest
 if TYPE_CHECKING:  # torch stays out of commands that only read run.json (runs, plot)
     import torch.nn as nn
 
-    from gptiny_cli.data import Vocab
+    from gptiny_cli.data import Tokenizer
 
 # ``sample --checkpoint best|last``: which weights file of the run's checkpoint.
 WHICH = {"best": manifest.BEST, "last": manifest.LAST}
@@ -64,6 +66,23 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
         return {}
     except ValueError:
         raise GptinyError(f"{run_dir}/run.json is damaged") from None
+
+
+def val_bits(info: dict[str, Any], loss: Any) -> tuple[float | None, float | None]:
+    """A val loss (nats per token) in bits per character and bits per byte, the units in which runs of
+    any two tokenizers compare, from the validation text's size that run.json records (``val_text``).
+
+    A character run predicts one character a token, so older runs without ``val_text`` still get bits
+    per character; None where a figure cannot be known.
+    """
+    if not isinstance(loss, (int, float)) or isinstance(loss, bool):
+        return None, None
+    text = info.get("val_text")
+    if isinstance(text, dict) and all(isinstance(text.get(k), int) and text[k] > 0
+                                      for k in ("tokens", "chars", "bytes")):
+        total = loss * text["tokens"] / math.log(2)
+        return total / text["chars"], total / text["bytes"]
+    return (loss / math.log(2), None) if info.get("tokenizer", "char") == "char" else (None, None)
 
 
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
@@ -138,14 +157,16 @@ class MetricsLog:
 class LoadedRun:
     run_dir: Path
     config: RunConfig
-    vocab: Vocab
+    vocab: Tokenizer
     model: nn.Module
     weights: Path
 
 
 def require_files(run_dir: Path) -> None:
     """List everything a half-written run lacks, in one message."""
-    missing = [name for name in ("config.toml", "vocab.json") if not (run_dir / name).is_file()]
+    missing = [name for name in ("config.toml",) if not (run_dir / name).is_file()]
+    if not any((run_dir / name).is_file() for name in ("vocab.json", "tokenizer.json")):
+        missing.append("vocab.json")
     if not any((run_dir / name).is_dir() for name in (manifest.CURRENT, manifest.PREVIOUS)):
         missing.append(f"{manifest.CURRENT}/ (weights and training state)")
     if missing:
@@ -156,7 +177,7 @@ def require_files(run_dir: Path) -> None:
 
 def load_run(run_dir: Path, which: str = "best") -> LoadedRun:
     """The config, vocabulary and weights of a run, each checked against the others and the manifest."""
-    from gptiny_cli.data import Vocab
+    from gptiny_cli.data import load_vocab
     from gptiny_cli.model import build_model
     from gptiny_cli.store import tensorfile
 
@@ -166,13 +187,14 @@ def load_run(run_dir: Path, which: str = "best") -> LoadedRun:
     weights = ckpt / WHICH[which]
     recorded = manifest.read(ckpt, [weights.name])
     config = config_from_dict(read_toml(run_dir / "config.toml"))
-    vocab = Vocab.load(run_dir / "vocab.json")
+    vocab = load_vocab(run_dir)
     _, vocab_size = tensorfile.model_config_of(weights)
     if vocab_size != vocab.size:
         raise GptinyError(
-            f"{run_dir}/vocab.json has {vocab.size} characters but {weights.name} was trained on {vocab_size}"
+            f"{run_dir}/{vocab.filename} has {vocab.size} {'characters' if vocab.kind == 'char' else 'tokens'} "
+            f"but {weights.name} was trained on {vocab_size}"
         )
-    manifest.check_vocab(recorded, vocab.chars, run_dir / "vocab.json")
+    manifest.check_vocab(recorded, vocab.identity(), run_dir / vocab.filename)
     model = build_model(config.model, vocab.size)
     tensorfile.load_weights(weights, model)
     manifest.check_config(recorded, config, run_dir / "config.toml", prefix="model.")

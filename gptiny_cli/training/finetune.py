@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from gptiny_cli.config import RunConfig, parse_override, read_toml
-from gptiny_cli.data import Vocab, load_corpus
+from gptiny_cli.data import Tokenizer, load_corpus
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.store.runs import load_run, resolve_run
 
@@ -36,7 +36,7 @@ class Parent:
     weights: Path
     sha256: str
     config: RunConfig
-    vocab: Vocab
+    vocab: Tokenizer
     state: dict[str, torch.Tensor]
 
     def record(self) -> dict[str, Any]:
@@ -77,8 +77,15 @@ def reconcile(config: RunConfig, parent: Parent, explicit: set[str]) -> RunConfi
     return dataclasses.replace(config, model=dataclasses.replace(theirs, dropout=dropout))
 
 
-def check_vocab(parent: Parent, vocab: Vocab, data_path: str) -> None:
-    """The new data must use the parent's vocabulary, or one that appends characters to it."""
+def check_vocab(parent: Parent, vocab: Tokenizer, data_path: str) -> None:
+    """The new data must use the parent's vocabulary, or one that appends characters to it (a BPE
+    parent's tokenizer exactly: its ids cannot grow)."""
+    if parent.vocab.kind == "bpe" or vocab.kind == "bpe":
+        if vocab != parent.vocab:
+            raise GptinyError(
+                f"the data at {data_path} is not encoded with {parent.run_dir}'s tokenizer; prepare the text "
+                f"with it: gptiny prepare INPUT... --vocab {parent.run_dir} --out DIR")
+        return
     old = parent.vocab.chars
     if vocab.chars[: len(old)] != old:
         raise GptinyError(

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from gptiny_cli.config import RunConfig
-from gptiny_cli.data import Corpus, load_corpus
+from gptiny_cli.data import Corpus, TargetText, load_corpus
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.hardware import peaks
 from gptiny_cli.hardware.device import Precision, auto_compile, resolve_precision
@@ -100,6 +100,8 @@ def build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Session
     model = build_model(config.model, corpus.vocab.size).to(dev)
     counts = count_params(model)
     t = config.train
+    info.update(tokenizer=corpus.vocab.kind, vocab_size=corpus.vocab.size,
+                val_text=TargetText.of_corpus(corpus).to_json())
     info.update(device=str(dev), dtype=precision.name, torch_version=torch.__version__,
                 parameters=counts.total, max_iters=t.max_iters, world_size=world.size,
                 grad_accum=t.grad_accum, global_batch=t.batch_size * t.grad_accum * world.size)
@@ -168,7 +170,8 @@ def _open_new(session: Session, fresh: bool) -> None:
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # of a start that failed before its first save
         manifest.preflight(run_dir, checkpoint_bytes(session))
         atomic.write_text(run_dir / "config.toml", session.config.to_toml())
-        atomic.write_json(run_dir / "vocab.json", session.corpus.vocab.to_json())
+        vocab = session.corpus.vocab
+        atomic.write_text(run_dir / vocab.filename, vocab.serialized())
         runs.write_run_info(run_dir, session.info)
         session.metrics = runs.MetricsLog(run_dir / "metrics.jsonl")
     except (GptinyError, OSError) as err:

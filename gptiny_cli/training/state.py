@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from gptiny_cli.data import Vocab
+from gptiny_cli.data import load_vocab
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.store import manifest, tensorfile
 from gptiny_cli.training import average
@@ -94,7 +94,7 @@ def save_checkpoint(s: Session, best: torch.nn.Module | None) -> None:
         manifest.STATE_TENSORS: lambda p: tensorfile.save_tensors(tensors, p, {"iter": str(s.iter)}),
         manifest.STATE_META: lambda p: p.write_text(meta, encoding="utf-8"),
     }
-    header = manifest.header(s.iter, s.config, s.corpus.vocab.chars, s.corpus.meta.get("sha256"))
+    header = manifest.header(s.iter, s.config, s.corpus.vocab.identity(), s.corpus.meta.get("sha256"))
     manifest.commit(run_dir, writers, header)
 
 
@@ -103,8 +103,8 @@ def load_checkpoint(s: Session) -> None:
     ckpt = manifest.locate(s.run_dir)
     recorded = manifest.read(ckpt, manifest.FILES)
     manifest.check_config(recorded, s.config, s.run_dir / "config.toml")
-    for vocab_path in (s.run_dir / "vocab.json", s.corpus.directory / "vocab.json"):
-        manifest.check_vocab(recorded, Vocab.load(vocab_path).chars, vocab_path)
+    for directory in (s.run_dir, s.corpus.directory):
+        manifest.check_vocab(recorded, load_vocab(directory).identity(), directory / s.corpus.vocab.filename)
     if recorded.get("data_sha256") != s.corpus.meta.get("sha256"):
         raise GptinyError(
             f"the data at {s.corpus.directory} is not the corpus this run was trained on; point the run at "
