@@ -13,6 +13,7 @@ import gc
 import typer
 
 from gptiny_cli.cli import attention, compare, doctor, export, inspect, prepare, runs, sample, serve, sweep, train
+from gptiny_cli.cli import tokenize as tokenize_command
 
 app = typer.Typer(
     name="gptiny",
@@ -36,6 +37,7 @@ app.command()(attention.attention)
 app.command()(serve.serve)
 app.command()(sweep.sweep)
 app.command()(compare.compare)
+app.command()(tokenize_command.tokenize)
 
 
 def main() -> None:
