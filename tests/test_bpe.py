@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +206,10 @@ def test_attention_labels_a_bpe_run_with_its_pieces():
     result = CliRunner().invoke(app, ["attention", str(run), "--prompt", "ALICE: the quick", "--out", "a.png"])
     assert result.exit_code == 0, result.output
     assert "tokens" in result.output and Path("a.png").stat().st_size > 0
+
+
+def test_without_tokenizers_installed_bpe_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # what an absent package imports as
+    Path("t.txt").write_text(TINY_TEXT, encoding="utf-8")
+    with pytest.raises(GptinyError, match=r"pip install 'gptiny\[bpe\]'"):
+        prepare_corpus("t.txt", Path("data/x"), options=PrepareOptions(tokenizer="bpe"))
