@@ -7,12 +7,17 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from gptiny_cli.cli import app
+from gptiny_cli.prepare.corpus import PrepareOptions, prepare_corpus
 from tests.conftest import TINY_TEXT
 from tests.training import train_tiny
 
 # Spaces, newlines and characters outside ASCII, so that the tokenizers are tested on all three.
 EXPORT_TEXT = TINY_TEXT + "ROMEO: ça va, Ångström? «oui» — 😀 ½\n" * 5
 PROMPT = "ROMEO: ça"
+# A generated text for BPE runs, with CJK and emoji that a vocabulary of 300 holds partly as bytes.
+BPE_TEXT = "".join(f"{who}: 今日は{n}回目です。the fox 🦊 jumps over 日本語 😀, ça va?\n"
+                   for n in range(60) for who in ("ALICE", "BOB"))
+BPE_VOCAB = 300
 runner = CliRunner()
 
 
@@ -27,6 +32,17 @@ def train_run(where: Path, position: str = "learned", tie: bool = False, n_embd:
                       text=text, model={"n_embd": n_embd, "block_size": block_size, "n_layer": 2,
                                                "position": position, "tie_weights": tie, "activation": activation},
                       max_iters=30)
+
+
+def train_bpe_run(where: Path, position: str = "learned", n_embd: int = BPE_VOCAB + 20, tie: bool = False) -> Path:
+    """A byte-level BPE run in ``where``/runs trained for a few steps (n_embd ≥ V - 1 folds the head's bias)."""
+    data = where / "data" / "bpe"
+    if not data.is_dir():
+        (where / "bpe.txt").write_text(BPE_TEXT, encoding="utf-8")
+        prepare_corpus(where / "bpe.txt", data, options=PrepareOptions(tokenizer="bpe", vocab_size=BPE_VOCAB))
+    return train_tiny(data, name=f"bpe-{position}-{'tied' if tie else 'untied'}-{n_embd}", root=where,
+                      model={"n_embd": n_embd, "block_size": 32, "n_layer": 2, "n_head": 4, "position": position,
+                             "tie_weights": tie}, max_iters=30)
 
 
 def export(run_dir: Path, fmt: str, *args: str) -> Path:

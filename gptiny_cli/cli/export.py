@@ -22,7 +22,7 @@ def export(
     run: Annotated[str, typer.Argument(help="A run directory, or `latest`.")] = "latest",
     fmt: Annotated[str, typer.Option("--format", help="hf: transformers (GPT-2 or GPT-NeoX); "
                                                        "onnx: one graph with the KV cache explicit; "
-                                                       "gguf: one file for llama.cpp (GELU runs).")] = ...,
+                                                       "gguf: one file for llama.cpp (GELU character runs).")] = ...,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write \\[default: RUN/export/FORMAT, "
                                                                "or RUN/export/model-DTYPE.gguf].")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="gguf only: f32 or f16 matrices \\[default: f32].")

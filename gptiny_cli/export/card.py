@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -11,7 +10,7 @@ import torch
 from gptiny_cli.errors import listing
 from gptiny_cli.generation.sample import generate
 from gptiny_cli.model import count_params
-from gptiny_cli.store.runs import LoadedRun, read_run_info
+from gptiny_cli.store.runs import LoadedRun, read_run_info, val_bits
 
 SAMPLE_CHARS = 300
 LISTED_SOURCES = 10  # documents named in the card before "and N more"
@@ -38,10 +37,19 @@ def sample_text(loaded: LoadedRun, n: int = SAMPLE_CHARS) -> str:
     return loaded.vocab.decode([int(step[0]) for step in steps])
 
 
-def _loss_line(info: dict) -> str:
-    parts = [f"{label} {loss:.4f} nats per character ({loss / math.log(2):.4f} bits per character)"
-             for label, loss in (("best", info.get("best_val_loss")), ("final", info.get("final_val_loss")))
-             if isinstance(loss, (int, float))]
+def unit(loaded: LoadedRun) -> str:
+    """What one token is, in the card's sentences: a character, or a piece of a BPE vocabulary."""
+    return "character" if loaded.vocab.kind == "char" else "token"
+
+
+def _loss_line(info: dict, per: str) -> str:
+    """The val losses, per token as trained and in bits per character, the unit any two tokenizers share."""
+    parts = []
+    for label, loss in (("best", info.get("best_val_loss")), ("final", info.get("final_val_loss"))):
+        if isinstance(loss, (int, float)):
+            bpc = val_bits(info, loss)[0]
+            bits = "bits per character not recorded" if bpc is None else f"{bpc:.4f} bits per character"
+            parts.append(f"{label} {loss:.4f} nats per {per} ({bits})")
     return "- validation loss: " + ("; ".join(parts) if parts else "not recorded")
 
 
@@ -51,16 +59,20 @@ ACTIVATION_NAMES = {"relu": "ReLU", "gelu": "GELU (tanh)"}
 
 def model_card(loaded: LoadedRun, architecture: str, shift: float, residual: float) -> str:
     """The text of README.md for the export of ``loaded``."""
+    if loaded.vocab.kind == "char":
+        tag, kind, token = "character-level", "A character-level", "One token is one character."
+    else:
+        tag, kind, token = "byte-level-bpe", "A byte-level BPE", "One token is a learnt run of bytes."
     header = f"""---
 library_name: transformers
 pipeline_tag: text-generation
-tags: [gptiny, character-level]
+tags: [gptiny, {tag}]
 ---
 
 # {loaded.run_dir.name}
 
-A character-level GPT trained from scratch with gptiny, exported as a `{architecture}` that
-transformers loads without custom code. One token is one character.
+{kind} GPT trained from scratch with gptiny, exported as a `{architecture}` that
+transformers loads without custom code. {token}
 """
     return "\n".join([header, _data(loaded), _model(loaded, shift, residual), _usage(), _sample(loaded)])
 
@@ -68,20 +80,32 @@ transformers loads without custom code. One token is one character.
 def _data(loaded: LoadedRun) -> str:
     sources, sha = data_facts(Path(loaded.config.data.path))
     listed = "\n  - " + listing(sources, LISTED_SOURCES, "\n  - ")
-    chars = json.dumps("".join(loaded.vocab.chars), ensure_ascii=False)
     return f"""## Data
 
 - sources:{listed}
 - sha256 of the joined text: `{sha}`
-- vocabulary: {loaded.vocab.size} characters, in this order: `{chars}`
+{_vocabulary(loaded)}"""
+
+
+def _vocabulary(loaded: LoadedRun) -> str:
+    vocab = loaded.vocab
+    if vocab.kind == "char":
+        chars = json.dumps("".join(vocab.chars), ensure_ascii=False)
+        return f"""- vocabulary: {vocab.size} characters, in this order: `{chars}`
 
 Characters outside this vocabulary are **dropped silently** by the tokenizer: check a prompt with
 `tokenizer.decode(tokenizer(text).input_ids) == text`.
 """
+    return f"""- vocabulary: {vocab.size} tokens of a byte-level BPE learnt on the training text by `gptiny prepare`
+  (the 256 bytes and {len(vocab.identity()["merges"])} merges), in `tokenizer.json` as it was trained
+
+Every text encodes, since any character is made of bytes; a token may hold part of a character
+(a CJK character or an emoji is 3 or 4 bytes), so decode whole sequences, not single tokens.
+"""
 
 
 def _model(loaded: LoadedRun, shift: float, residual: float) -> str:
-    c, info = loaded.config.model, read_run_info(loaded.run_dir)
+    c, info, per = loaded.config.model, read_run_info(loaded.run_dir), unit(loaded)
     shift_note = f" Every logit is lowered by the same {shift:.6g}, which changes no probability." if shift else ""
     return f"""## Model
 
@@ -90,12 +114,12 @@ def _model(loaded: LoadedRun, shift: float, residual: float) -> str:
   {str(c.tie_weights).lower()}
 - parameters: {count_params(loaded.model).total:,}
 - weights: `{loaded.weights.name}` of the run, {info.get("iters", "?")} iterations
-{_loss_line(info)}
+{_loss_line(info, per)}
 
 gptiny's head has a bias and this architecture has none: it was folded exactly into the final
-LayerNorm's bias (largest logit error {residual:.1e}).{shift_note} Within block_size characters the
+LayerNorm's bias (largest logit error {residual:.1e}).{shift_note} Within block_size {per}s the
 logits equal gptiny's. Past block_size, gptiny slides its context; GPT-2 cannot go past
-`n_positions` and GPT-NeoX attends to every earlier character, which the model was not trained for.
+`n_positions` and GPT-NeoX attends to every earlier {per}, which the model was not trained for.
 """
 
 

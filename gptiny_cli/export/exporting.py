@@ -60,11 +60,12 @@ def export_run(run_dir: Path, fmt: str, out: Path, checkpoint: str = "best", for
 
 
 def _export_gguf(run_dir: Path, out: Path, checkpoint: str, force: bool, verify: bool, dtype: str) -> GgufExport:
-    from gptiny_cli.export.gguf import check_exportable, is_gguf_export, write_checked
+    from gptiny_cli.export.gguf import check_exportable, check_vocab, is_gguf_export, write_checked
     from gptiny_cli.store.runs import load_run
 
     require("gguf", EXTRA_MODULES["gguf"])
     check_file_target(Path(out), force, is_gguf_export)
     loaded = load_run(run_dir, checkpoint)
+    check_vocab(loaded.vocab)  # first: retraining with GELU would not make a BPE run exportable
     check_exportable(loaded.model)
     return write_file(out, lambda staging: write_checked(loaded, staging, dtype, verify))

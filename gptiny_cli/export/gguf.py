@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gptiny_cli.data import Vocab
+from gptiny_cli.data import Tokenizer, Vocab
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.export import gguf_check, hf
 from gptiny_cli.export.card import ACTIVATION_NAMES, data_facts
@@ -58,6 +58,14 @@ def check_exportable(model: torch.nn.Module) -> None:
             f"llama.cpp's {ARCHITECTURES[model.cfg.position]} graph computes GELU, not this run's ReLU, so it "
             f"would run a different model; train with model.activation = \"gelu\" to export as GGUF "
             f"(--format hf or onnx keep ReLU)")
+
+
+def check_vocab(vocab: Tokenizer) -> None:
+    """Refuse a BPE run: the rwkv tokenizer written here matches whole characters only. llama.cpp's
+    GPT-2 BPE tokenizer would fit, but it is not written yet, nor checked against gptiny's ids."""
+    if vocab.kind != "char":
+        raise GptinyError(f"GGUF export supports character runs for now (this run's tokenizer is {vocab.kind}); "
+                          f"export it with --format hf or --format onnx")
 
 
 def token_bytes(vocab: Vocab) -> list[bytes]:
@@ -119,6 +127,7 @@ def write_gguf(loaded: LoadedRun, path: Path, dtype: str = "f32") -> hf.Fold:
 
     model = loaded.model
     check_exportable(model)
+    check_vocab(loaded.vocab)
     c = model.cfg
     fold = hf.fold_head_bias(model.head.weight.detach(), model.head.bias.detach(), model.ln_f.bias.detach())
     tokens = token_bytes(loaded.vocab)

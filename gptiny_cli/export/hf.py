@@ -18,7 +18,6 @@ and 5.x alike; the token ids bos/eos/pad are null, since their defaults are real
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +42,7 @@ def fold_head_bias(weight: torch.Tensor, bias: torch.Tensor, ln_bias: torch.Tens
     V, C = weight.shape
     if V > C + 1:
         raise GptinyError(
-            f"the head's bias cannot be folded into the model: {V} characters need model.n_embd of at least "
+            f"the head's bias cannot be folded into the model: {V} tokens need model.n_embd of at least "
             f"{V - 1} (it is {C}), since GPT-2 and GPT-NeoX have no bias there; export --format onnx instead, "
             f"which keeps it")
     W, b = weight.double(), bias.double()
@@ -155,6 +154,3 @@ def generation_config(temperature: float, top_k: int, tokens: int) -> dict:
         config.update(temperature=temperature, top_k=top_k)
     return config
 
-
-def bits(loss: float | None) -> float | None:
-    return None if loss is None else loss / math.log(2)

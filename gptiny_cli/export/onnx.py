@@ -1,6 +1,8 @@
-"""``--format onnx``: one ONNX graph for the prompt and for every next character, the KV cache explicit.
+"""``--format onnx``: one ONNX graph for the prompt and for every next token, the KV cache explicit.
 
-The graph (``model.onnx``, a single file) takes
+A token is a character, or a piece of a byte-level BPE run's vocabulary: the run's vocab.json or
+tokenizer.json lies beside the graph, and ``gptiny-onnx.json`` names it. Below, "character"
+stands for either. The graph (``model.onnx``, a single file) takes
 
     input_ids    (B, T) int64     the new characters
     position     () int64         the position of input_ids[:, 0] in the text
@@ -28,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gptiny_cli.data import Vocab
+from gptiny_cli.data import Tokenizer
 from gptiny_cli.errors import GptinyError
 from gptiny_cli.model import GPT, Block, Rotary
 from gptiny_cli.store import atomic
@@ -142,15 +144,20 @@ def verify(model: GPT, path: Path, seed: int = 0) -> float:
     return difference
 
 
-def description(model: GPT, vocab: Vocab) -> dict:
-    """What ``gptiny-onnx.json`` says: names, shapes and how to go past block_size."""
+def description(model: GPT, vocab: Tokenizer) -> dict:
+    """What ``gptiny-onnx.json`` says: names, shapes, how to go past block_size and which tokenizer file.
+
+    A BPE export says ``"tokenizer": "bpe"``; a character export says nothing, as before BPE, so a
+    reader takes a missing ``tokenizer`` for characters.
+    """
     c = model.cfg
+    per = "characters" if vocab.kind == "char" else "tokens"
     cache = ["n_layer", "batch", "n_head", "past", "head_dim"]
     rolling = ("keep the newest block_size - 1 positions of present_keys/present_values as the next past, "
                "and let position go on counting")
-    refill = ("when past holds block_size positions, feed the last block_size // 2 characters again "
+    refill = (f"when past holds block_size positions, feed the last block_size // 2 {per} again "
               "with an empty past and position 0")
-    return {
+    spec = {
         "format": "gptiny-onnx-1",
         "inputs": {"input_ids": {"shape": ["batch", "sequence"], "dtype": "int64"},
                    "position": {"shape": [], "dtype": "int64", "means": "position of input_ids[:, 0]"},
@@ -163,8 +170,11 @@ def description(model: GPT, vocab: Vocab) -> dict:
         "block_size": c.block_size, "position_encoding": c.position, "activation": c.activation,
         "past_block_size": rolling if c.position == "rope" else refill,
         "start_token": vocab.start_token,
-        "vocab": "vocab.json",
+        "vocab": vocab.filename,
     }
+    if vocab.kind != "char":
+        spec["tokenizer"] = vocab.kind
+    return spec
 
 
 @dataclass(frozen=True)
@@ -172,13 +182,13 @@ class OnnxExport:
     difference: float | None  # from --verify, None without it
 
 
-def write_onnx(model: nn.Module, vocab: Vocab, out: Path, check: bool = True) -> OnnxExport:
-    """Fill the directory ``out`` with model.onnx, vocab.json and gptiny-onnx.json."""
+def write_onnx(model: nn.Module, vocab: Tokenizer, out: Path, check: bool = True) -> OnnxExport:
+    """Fill the directory ``out`` with model.onnx, the run's vocab.json or tokenizer.json, and gptiny-onnx.json."""
     if not isinstance(model, GPT):
         raise GptinyError("only GPT runs can be exported (model.arch = \"gpt\"); a bigram is a table of logits")
     _quietly(write_graph, model, out / "model.onnx")
     difference = verify(model, out / "model.onnx") if check else None
-    atomic.write_json(out / "vocab.json", vocab.to_json())
+    atomic.write_text(out / vocab.filename, vocab.serialized())
     atomic.write_json(out / "gptiny-onnx.json", description(model, vocab))
     return OnnxExport(difference)
 
