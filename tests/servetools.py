@@ -13,7 +13,7 @@ import uvicorn
 
 from gptiny_cli.generation.inference import for_inference
 from gptiny_cli.serve.app import ServeOptions, create_app
-from gptiny_cli.serve.engine import Engine
+from gptiny_cli.serve.engine import Engine, table_of
 from gptiny_cli.serve.listen import LOCAL_HOSTS
 from gptiny_cli.serve.protocol import Limits
 from gptiny_cli.store.runs import load_run
@@ -25,7 +25,7 @@ def serving(run_dir: Path, *, api_key: str | None = None, max_tokens: int = 500,
     """The run served as ``gptiny serve`` serves it (int8 on the CPU), at the yielded base URL."""
     loaded = load_run(run_dir)
     model = for_inference(loaded.model, "int8", loaded.model.tok_emb.weight.device)
-    engine = Engine(model, loaded.vocab.chars, queue_size=queue_size, max_active=max_active,
+    engine = Engine(model, table_of(loaded.vocab), queue_size=queue_size, max_active=max_active,
                     start_token=loaded.vocab.start_token)
     options = ServeOptions(run_dir.name, api_key, Limits(max_tokens=max_tokens), hosts=LOCAL_HOSTS)
     app = create_app(engine, loaded.vocab, options)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.servetools import serving
-from tests.training import train_tiny
+from tests.training import train_tiny, train_tiny_bpe
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -79,3 +79,41 @@ def test_generate_then_click_a_character_to_see_its_probabilities_and_every_head
     assert all(len(h.find_elements(By.CSS_SELECTOR, ".row span")) == 8 for h in heads)
     browser.save_screenshot(str(tmp_path / "playground.png"))
     assert (tmp_path / "playground.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def bpe_url(tmp_path_factory: pytest.TempPathFactory):
+    with serving(train_tiny_bpe(root=tmp_path_factory.mktemp("playground-bpe"), max_iters=150)) as base:
+        yield base
+
+
+def test_on_a_bpe_run_the_text_is_shown_in_pieces_and_a_clicked_piece_is_explained(bpe_url, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 20)
+    browser.get(bpe_url)
+    wait.until(lambda b: "BPE tokens · block 8" in b.find_element(By.ID, "model").text)
+    prompt = "BOB: 你好，世界 7 🙂 the quick brown fox 🦊"
+    box = browser.find_element(By.ID, "prompt")
+    box.clear()
+    box.send_keys(prompt)
+    browser.find_element(By.ID, "seed").send_keys("3")
+    browser.execute_script("const s = document.getElementById('length'); s.value = 30; "
+                           "s.dispatchEvent(new Event('input'))")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda b: "30 tokens in" in b.find_element(By.ID, "status").text)
+    body = {"prompt": prompt, "max_tokens": 30, "seed": 3, "temperature": 0.8, "top_p": 1, "top_k": 0}
+    completion = httpx.post(f"{bpe_url}/v1/completions", json=body, timeout=30).json()["choices"][0]["text"]
+    spans = browser.find_elements(By.CSS_SELECTOR, "#text span")
+    assert "".join(s.get_attribute("textContent") for s in spans) == prompt + completion
+    # a piece of several characters, its space made visible, explained over the block before it
+    words = [s for s in browser.find_elements(By.CSS_SELECTOR, "#text .gen")
+             if s.get_attribute("textContent").startswith(" ") and s.get_attribute("textContent")[1:].isalpha()]
+    words[-1].click()
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#explain .head"))
+    drawn = browser.find_element(By.CSS_SELECTOR, "#explain tr.drawn td.ch").text
+    assert drawn == "␣" + words[-1].get_attribute("textContent")[1:]
+    assert browser.find_element(By.CSS_SELECTOR, "#explain p").text.startswith("Token ")
+    heads = browser.find_elements(By.CSS_SELECTOR, "#explain .head")
+    assert all(len(h.find_elements(By.CSS_SELECTOR, ".row span")) == 8 for h in heads)

@@ -173,6 +173,18 @@ def test_health_answers_without_a_key(url):
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
 
 
+def test_health_and_the_model_say_the_tokenizer_and_its_size(url, client):
+    health = httpx.get(f"{url}/health").json()
+    assert health["tokenizer"] == "char" and health["vocab_size"] > 0
+    (model,) = client.models.list().data
+    assert (model.tokenizer, model.vocab_size) == ("char", health["vocab_size"])
+
+
+def test_explain_names_the_unit_and_lists_the_blocks_pieces(url):
+    result = httpx.post(f"{url}/api/explain", json={"text": "ALICE: the", "positions": [9]}).json()
+    assert result["unit"] == "char" and result["pieces"] == list("ICE: the") and result["text"] == "ICE: the"
+
+
 def test_with_an_api_key_a_missing_or_wrong_key_is_a_401(run_dir):
     with serving(run_dir, api_key="s3cret") as base:
         body = {"prompt": "A", "max_tokens": 2}

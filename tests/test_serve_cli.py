@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from gptiny_cli.cli import app
 from gptiny_cli.cli.serve import open_host_warning
 from tests.conftest import cli_env
-from tests.training import train_tiny
+from tests.training import train_tiny, train_tiny_bpe
 
 
 def free_port() -> int:
@@ -51,6 +51,21 @@ def test_serve_prints_its_urls_and_answers_there_with_the_key_from_the_environme
         assert httpx.get(models, headers={"Authorization": "Bearer from-env"}).status_code == 200
         assert "access-control-allow-origin" not in httpx.get(f"http://127.0.0.1:{port}/health",
                                                               headers={"Origin": "http://elsewhere"}).headers
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_serve_on_a_bpe_run_completes_a_cjk_and_emoji_prompt_in_tokens(tmp_path):
+    run_dir, port = train_tiny_bpe(root=tmp_path), free_port()
+    server = subprocess.Popen([sys.executable, "-m", "gptiny_cli", "serve", str(run_dir), "--port", str(port),
+                               "--device", "cpu", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=cli_env())
+    try:
+        assert health(server, port)["tokenizer"] == "bpe"
+        body = {"prompt": "BOB: 你好 🙂", "max_tokens": 12, "seed": 1}
+        result = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=30).json()
+        assert result["usage"]["completion_tokens"] == 12 and result["choices"][0]["finish_reason"] == "length"
     finally:
         server.terminate()
         server.wait(10)

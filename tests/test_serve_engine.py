@@ -32,7 +32,7 @@ def alone(model: torch.nn.Module, c: Completion) -> list[str]:
     return ["".join(CHARS[t] for t in row) for row in rows]
 
 
-def together(model: torch.nn.Module, completions: list[Completion]) -> list[list[str]]:
+def together(model: torch.nn.Module, completions: list[Completion], table: tuple = CHARS) -> list[list[str]]:
     """Every completion submitted before the worker starts, so that all run in the same rounds."""
     texts = [[""] * c.n for c in completions]
     finished = threading.Semaphore(0)
@@ -47,7 +47,7 @@ def together(model: torch.nn.Module, completions: list[Completion]) -> list[list
                 finished.release()
         return deliver
 
-    engine = Engine(model, CHARS)
+    engine = Engine(model, table)
     for j, c in enumerate(completions):
         engine.submit(Job(c, collector(j)))
     engine.start()
@@ -69,6 +69,22 @@ def test_requests_decoded_together_get_the_texts_each_gets_alone(arch, position,
     # block_size (8) learned positions refill their cache while the others step on
     model = tiny_model(arch, position, precision)
     assert together(model, MIXED) == [alone(model, c) for c in MIXED]
+
+
+# BPE's table: tokens of bytes, some ending inside a character ("你" is e4 bd a0, "🙂" f0 9f 99 82)
+BYTES = (b"a", b" ", b"\xe4\xbd", b"\xa0", b"\xf0\x9f\x99", b"\x82", b"\xe4\xbd\xa0", b"\n", b"b", b"c")
+
+
+def test_tokens_of_bytes_arrive_as_whole_characters_the_text_of_their_bytes():
+    model = tiny_model()
+    completion = Completion([2], 300, n=2, seed=6)
+    steps = generate(model, completion.prompt, completion.max_tokens, num_samples=2,
+                     generator=torch.Generator().manual_seed(completion.seed))
+    rows = torch.stack(list(steps), dim=1).tolist()
+    expected = [b"".join(BYTES[t] for t in row).decode("utf-8", errors="replace") for row in rows]
+    # characters split across tokens, made whole (decoded a token at a time, each would be U+FFFD)
+    assert all("你" in text and "🙂" in text for text in expected)
+    assert together(model, [completion], BYTES) == [expected]
 
 
 def test_the_worker_generates_with_the_threads_it_was_given():

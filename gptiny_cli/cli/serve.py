@@ -31,7 +31,8 @@ def serve(
         help="auto, float32, bfloat16 or int8; auto: int8 on a CPU, float32 elsewhere.")] = "auto",
     threads: Annotated[int | None, typer.Option(
         help="CPU threads generating \\[default: torch's, one per core].", min=1)] = None,
-    max_tokens: Annotated[int, typer.Option(help="The most characters one request may ask for.")] = 2000,
+    max_tokens: Annotated[int, typer.Option(
+        help="The most tokens one request may ask for (characters, for a character run).")] = 2000,
     queue_size: Annotated[int, typer.Option(help="Requests that may wait; more are answered 503.")] = 64,
     cors_origin: Annotated[list[str] | None, typer.Option(
         help="Allow browser pages from this origin (repeatable); none by default.")] = None,
@@ -97,7 +98,7 @@ def _load(run: str, runs_dir: Path, which: str, device: str, precision: str, que
     from gptiny_cli.hardware.device import auto_sample_precision, pick_device
     from gptiny_cli.hardware.setup import use_device
     from gptiny_cli.serve.app import ServeOptions
-    from gptiny_cli.serve.engine import Engine
+    from gptiny_cli.serve.engine import Engine, table_of
     from gptiny_cli.serve.protocol import Defaults
     from gptiny_cli.store.runs import load_run, resolve_run
 
@@ -108,7 +109,7 @@ def _load(run: str, runs_dir: Path, which: str, device: str, precision: str, que
         dev = use_device(pick_device(device), tf32=False)  # as gptiny sample: the same seed, the same text
         chosen = auto_sample_precision(dev)[0] if precision == "auto" else precision
         built.update(loaded=loaded, dev=dev, chosen=chosen)
-        return for_inference(loaded.model, chosen, dev), loaded.vocab.chars, loaded.vocab.start_token
+        return for_inference(loaded.model, chosen, dev), table_of(loaded.vocab), loaded.vocab.start_token
 
     engine = Engine.built_on_worker(build, queue_size=queue_size, threads=threads)
     engine.start()

@@ -26,7 +26,7 @@ from gptiny_cli.model import GPT, Bigram, Block, KVCache, Rotary
 
 @dataclass
 class Completion:
-    """One prompt's generation, as a request asked for it: n samples of up to max_tokens characters."""
+    """One prompt's generation, as a request asked for it: n samples of up to max_tokens tokens."""
 
     prompt: list[int]
     max_tokens: int

@@ -1,13 +1,17 @@
 """The generation worker: one thread owns the model and serves every request, in arrival order.
 
 Generation is compute-bound, so requests never run in parallel threads. They wait in a bounded
-queue; the worker takes up to ``max_active`` of them at a time and moves them all one character
+queue; the worker takes up to ``max_active`` of them at a time and moves them all one token
 further per round, their decode steps run as one batch (``batch.py``), so every streaming client
 makes progress and a long request does not hold up a short one. New requests join the running
-batch one per round, so the live streams pause for at most one prompt pass per character. A
+batch one per round, so the live streams pause for at most one prompt pass per token. A
 cancelled request (its client went away) is dropped before the next round, or before its prompt
 pass if it was still waiting. Other work on the model (an explanation) has a
 queue of its own and runs between two rounds, however many requests are in flight.
+
+Tokens become text through the engine's table: a character per id for a character vocabulary
+(looked up, nothing more per token), the bytes per id for BPE, decoded by a ``TextStream`` per
+sample, since a token may end inside a UTF-8 character that the next one completes.
 """
 
 from __future__ import annotations
@@ -22,15 +26,23 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from gptiny_cli.data import TextStream, Tokenizer
 from gptiny_cli.generation.sample import SampleText, seeded_generator
 from gptiny_cli.serve.batch import Completion, Stream, batch_decoder, batched_step
 
 # What a job delivers, in order: ("text", sample, piece) as sample texts grow, ("end", sample,
-# "stop" | "length") once per sample, then ("done", characters generated, None); a cancelled job
+# "stop" | "length") once per sample, then ("done", tokens generated, None); a cancelled job
 # skips to "done"; a failed one delivers ("error", message, None) instead.
 Event = tuple[str, object, object]
-# What builds the engine's model on its worker thread: the model, its characters, the start token.
-Build = Callable[[], tuple[nn.Module, tuple[str, ...], int]]
+# Each id's text: its character (a character vocabulary's ``pieces``) or its bytes (``token_bytes``).
+Table = tuple[str, ...] | tuple[bytes, ...]
+# What builds the engine's model on its worker thread: the model, its table, the start token.
+Build = Callable[[], tuple[nn.Module, Table, int]]
+
+
+def table_of(vocab: Tokenizer) -> Table:
+    """The engine's table for a vocabulary: characters looked up as they are, BPE's bytes decoded."""
+    return vocab.pieces if vocab.kind == "char" else vocab.token_bytes
 
 
 _WAKE = "wake"  # put in the queue to wake an idle worker for a call
@@ -57,20 +69,21 @@ class _Active:
     job: Job
     stream: Stream
     samples: list[SampleText]
-    done: int = 0
+    texts: list[TextStream] | None  # one per sample for a table of bytes; None for characters
+    done: int = 0  # tokens drawn per sample (those that met a stop string drew fewer)
     ended: bool = False  # its "done" was delivered
 
 
 class Engine:
     """The model's one worker thread, with a queue of at most ``queue_size`` waiting requests."""
 
-    def __init__(self, model: nn.Module | None, chars: tuple[str, ...], *, queue_size: int = 64,
+    def __init__(self, model: nn.Module | None, table: Table, *, queue_size: int = 64,
                  max_active: int = 16, start_token: int = 0, batch: bool = True, threads: int | None = None,
                  build: Build | None = None) -> None:
         """``batch=False`` steps the requests in flight one after another, for measuring the batch;
         ``threads``: the worker's CPU threads (torch's own count when None); ``build`` (instead of
         ``model``): makes the model on the worker thread when it starts (``Engine.built_on_worker``)."""
-        self.chars, self.start_token, self.batch, self.max_active = chars, start_token, batch, max_active
+        self.table, self.start_token, self.batch, self.max_active = table, start_token, batch, max_active
         self.threads = threads or torch.get_num_threads()
         self._build = build
         if model is not None:
@@ -83,7 +96,7 @@ class Engine:
 
     @classmethod
     def built_on_worker(cls, build: Build, **options) -> Engine:
-        """An engine whose model, vocabulary and start token come from ``build()``, run on the worker.
+        """An engine whose model, table and start token come from ``build()``, run on the worker.
 
         Then every torch operation of the server runs on one thread. A model built on another
         thread leaves that thread an OpenMP pool of its own; with more pool threads than cores,
@@ -133,7 +146,7 @@ class Engine:
         torch.set_num_threads(self.threads)
         try:
             if self._build is not None:
-                model, self.chars, self.start_token = self._build()
+                model, self.table, self.start_token = self._build()
                 self._adopt(model)
         except BaseException as error:  # handed to start(), on the thread that waits for it
             self._failed = error
@@ -189,11 +202,13 @@ class Engine:
         except Exception as error:  # handed to the request, which reports it
             job.deliver(("error", f"generation failed: {error}", None))
             return []
-        return [_Active(job, stream, [SampleText(c.stops) for _ in range(c.n)])]
+        bytewise = bool(self.table) and isinstance(self.table[0], bytes)
+        texts = [TextStream(self.table) for _ in range(c.n)] if bytewise else None
+        return [_Active(job, stream, [SampleText(c.stops) for _ in range(c.n)], texts)]
 
     @torch.inference_mode()
     def _round(self, active: list[_Active]) -> list[_Active]:
-        """Every request in flight one character further; those that go on."""
+        """Every request in flight one token further; those that go on."""
         try:  # a failure anywhere in the round is delivered, rather than losing the worker thread
             going = [a for a in active if not self._draw(a)]
             together = [a.stream for a in going if a.stream.batchable and self.decoder is not None]
@@ -211,31 +226,40 @@ class Engine:
         return going
 
     def _draw(self, a: _Active) -> bool:
-        """Draw a request's next characters and pass them on; True once it has ended."""
+        """Draw a request's next tokens and pass their text on; True once it has ended."""
         if a.job.cancelled.is_set():  # the request learns it is over, and waits no longer
             return self._end(a)
+        table, texts = self.table, a.texts
         for i, token in enumerate(a.stream.draw().tolist()):
             sample = a.samples[i]
             if sample.stopped:
                 continue
-            piece = sample.add(self.chars[token])
+            piece = sample.add(table[token] if texts is None else texts[i].push(token))
             if piece:
                 a.job.deliver(("text", i, piece))
             if sample.stopped:
+                sample.tokens = a.done + 1
                 a.job.deliver(("end", i, "stop"))
         a.done += 1
         if a.done < a.job.completion.max_tokens and not all(s.stopped for s in a.samples):
             return False
         for i, sample in enumerate(a.samples):
             if not sample.stopped:
-                rest = sample.finish()
-                if rest:
-                    a.job.deliver(("text", i, rest))
-                a.job.deliver(("end", i, "length"))
+                self._finish(a, i, sample)
         return self._end(a)
+
+    def _finish(self, a: _Active, i: int, sample: SampleText) -> None:
+        """End a sample at its length: the bytes a text stream held back, then what a stop string held."""
+        rest = "" if a.texts is None else sample.add(a.texts[i].flush())
+        if not sample.stopped:
+            rest += sample.finish()
+        if rest:
+            a.job.deliver(("text", i, rest))
+        a.job.deliver(("end", i, "stop" if sample.stopped else "length"))
 
     @staticmethod
     def _end(a: _Active) -> bool:
         a.ended = True
-        a.job.deliver(("done", sum(s.generated for s in a.samples), None))
+        # a sample's tokens are counted when it meets a stop string; the others drew every round
+        a.job.deliver(("done", sum(s.tokens or a.done for s in a.samples), None))
         return True

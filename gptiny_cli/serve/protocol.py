@@ -12,13 +12,16 @@ import math
 import time
 from dataclasses import dataclass
 
-from gptiny_cli.data import Vocab
+from gptiny_cli.data import Tokenizer
 from gptiny_cli.generation.sample import SEEDS
 from gptiny_cli.serve.batch import Completion
 
 MAX_N = 16
 # Only a prompt's last block is read, so a body needs no more than 16 prompts of a long block.
 MAX_BODY = 256_000  # bytes
+# A BPE prompt is cut to this many characters per position of the block before it is encoded, so a
+# long prompt costs no more than a short one; a token seldom spans more (a word is cut at spaces).
+TAIL_CHARS_PER_TOKEN = 16
 
 
 @dataclass
@@ -101,9 +104,14 @@ def _number(body: dict, param: str, default: float, low: float, high: float, low
     return float(value)
 
 
-def _prompts(body: dict, vocab: Vocab, most: int, block_size: int) -> tuple[list[str], int]:
-    """The prompts cut to their last ``block_size`` characters (all the model reads), and their
-    characters in all before the cut, for the usage."""
+def units(vocab: Tokenizer) -> str:
+    """What a position of the model holds, as messages name it."""
+    return "characters" if vocab.kind == "char" else "tokens"
+
+
+def _prompts(body: dict, vocab: Tokenizer, most: int, block_size: int) -> tuple[list[list[int]], int]:
+    """The prompts' tokens cut to their last ``block_size`` (all the model reads), and their tokens
+    in all, for the usage: a character prompt's whole length, a BPE prompt's encoded tail."""
     prompt = body.get("prompt", "")
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
@@ -111,12 +119,15 @@ def _prompts(body: dict, vocab: Vocab, most: int, block_size: int) -> tuple[list
     if len(prompts) > most:
         raise ApiError(400, f"'prompt' has {len(prompts)} strings; at most {most} per request", param="prompt",
                        code="invalid_value")
-    tails = [p[len(p) - block_size :] if len(p) > block_size else p for p in prompts]
-    check_characters("prompt", "".join(tails), vocab)
-    return tails, sum(len(p) for p in prompts)
+    if vocab.kind == "char":
+        tails = [p[len(p) - block_size :] if len(p) > block_size else p for p in prompts]
+        check_characters("prompt", "".join(tails), vocab)
+        return [vocab.encode(t) for t in tails], sum(len(p) for p in prompts)
+    encoded = [vocab.encode(p[-TAIL_CHARS_PER_TOKEN * block_size :]) for p in prompts]
+    return [tokens[-block_size:] for tokens in encoded], sum(len(tokens) for tokens in encoded)
 
 
-def check_characters(param: str, text: str, vocab: Vocab) -> None:
+def check_characters(param: str, text: str, vocab: Tokenizer) -> None:
     """A 400 listing the characters of ``text`` that the vocabulary lacks, if any."""
     unknown = "".join(vocab.unknown(text))
     if unknown:
@@ -138,11 +149,11 @@ def _stop(body: dict) -> tuple[str, ...]:
     return tuple(stops)
 
 
-def parse_completion(body: dict, vocab: Vocab, limits: Limits, defaults: Defaults,
+def parse_completion(body: dict, vocab: Tokenizer, limits: Limits, defaults: Defaults,
                      block_size: int) -> tuple[list[Completion], int]:
-    """One ``Completion`` per prompt of a /v1/completions body and the prompts' characters, or the
+    """One ``Completion`` per prompt of a /v1/completions body and the prompts' tokens, or the
     ApiError for its first fault."""
-    prompts, prompt_chars = _prompts(body, vocab, limits.max_prompts, block_size)
+    prompts, prompt_tokens = _prompts(body, vocab, limits.max_prompts, block_size)
     max_tokens = _int(body, "max_tokens", defaults.max_tokens, 1)
     if max_tokens > limits.max_tokens:
         raise ApiError(400, f"'max_tokens' is {max_tokens}, above this server's limit of {limits.max_tokens}",
@@ -163,19 +174,20 @@ def parse_completion(body: dict, vocab: Vocab, limits: Limits, defaults: Default
     if not isinstance(stream, bool):
         raise _wrong("stream", "true or false", stream)
     stop = _stop(body)
-    return [Completion(vocab.encode(p), max_tokens, n, temperature, top_k, top_p, seed, stop)
-            for p in prompts], prompt_chars
+    return [Completion(p, max_tokens, n, temperature, top_k, top_p, seed, stop)
+            for p in prompts], prompt_tokens
 
 
 def completion_object(request_id: str, model: str, texts: list[str], reasons: list[str],
-                      prompt_chars: int, generated: int) -> dict:
-    """The response to a whole (not streamed) completion; usage counts characters."""
+                      prompt_tokens: int, generated: int) -> dict:
+    """The response to a whole (not streamed) completion; usage counts tokens (a character run's are
+    its characters)."""
     return {
         "id": request_id, "object": "text_completion", "created": int(time.time()), "model": model,
         "choices": [{"text": text, "index": i, "logprobs": None, "finish_reason": reason}
                     for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))],
-        "usage": {"prompt_tokens": prompt_chars, "completion_tokens": generated,
-                  "total_tokens": prompt_chars + generated},
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
+                  "total_tokens": prompt_tokens + generated},
     }
 
 
