@@ -59,6 +59,10 @@ class ModelConfig:
     # kernel onto a slow path (a training step 1.5x slower in bf16, benchmarks/README.md).
     attn_dropout: float = 0.0
     tie_weights: bool = False
+    # A bias on the output head, as the seed model has. GPT-2's and GPT-NeoX's heads have none, so
+    # exporting folds it into the final LayerNorm, which needs n_embd ≥ vocabulary − 1; a BPE run
+    # with a larger vocabulary than that exports to Hugging Face and GGUF only without it.
+    head_bias: bool = True
     position: str = "learned"  # learned absolute embeddings, or rotary ("rope") inside attention
     # The feed-forward nonlinearity: ReLU (the seed's), or GELU in its tanh form. GELU did not lower
     # the loss (benchmarks/README.md, "Keep or drop") but is what llama.cpp's gpt2 and gptneox graphs

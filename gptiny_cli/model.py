@@ -227,7 +227,7 @@ class GPT(nn.Module):
         self.dropout = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
-        self.head = nn.Linear(cfg.n_embd, vocab_size)
+        self.head = nn.Linear(cfg.n_embd, vocab_size, bias=cfg.head_bias)
         self.apply(self._init_weights)
         # Each residual branch adds to the stream; shrinking their output projections keeps the
         # stream's variance from growing with depth (the GPT-2 recipe).
@@ -241,7 +241,7 @@ class GPT(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
     @property

@@ -34,15 +34,17 @@ def train_run(where: Path, position: str = "learned", tie: bool = False, n_embd:
                       max_iters=30)
 
 
-def train_bpe_run(where: Path, position: str = "learned", n_embd: int = BPE_VOCAB + 20, tie: bool = False) -> Path:
+def train_bpe_run(where: Path, position: str = "learned", n_embd: int = BPE_VOCAB + 20, tie: bool = False,
+                  head_bias: bool = True) -> Path:
     """A byte-level BPE run in ``where``/runs trained for a few steps (n_embd ≥ V - 1 folds the head's bias)."""
     data = where / "data" / "bpe"
     if not data.is_dir():
         (where / "bpe.txt").write_text(BPE_TEXT, encoding="utf-8")
         prepare_corpus(where / "bpe.txt", data, options=PrepareOptions(tokenizer="bpe", vocab_size=BPE_VOCAB))
-    return train_tiny(data, name=f"bpe-{position}-{'tied' if tie else 'untied'}-{n_embd}", root=where,
+    name = f"bpe-{position}-{'tied' if tie else 'untied'}-{n_embd}{'' if head_bias else '-nobias'}"
+    return train_tiny(data, name=name, root=where,
                       model={"n_embd": n_embd, "block_size": 32, "n_layer": 2, "n_head": 4, "position": position,
-                             "tie_weights": tie}, max_iters=30)
+                             "tie_weights": tie, "head_bias": head_bias}, max_iters=30)
 
 
 def export(run_dir: Path, fmt: str, *args: str) -> Path:

@@ -70,6 +70,21 @@ def test_logits_from_pretrained_equal_gptinys(exported):
         assert (theirs(ids).logits - ours(ids)).abs().max() < 1e-4
 
 
+def test_a_vocabulary_past_n_embd_exports_to_hf_when_trained_without_a_head_bias(tmp_path):
+    folded = gptiny("export", str(train_bpe_run(tmp_path, n_embd=32)), "--format", "hf")
+    assert folded.exit_code == 1 and "model.head_bias = false" in folded.output
+    run_dir = train_bpe_run(tmp_path, n_embd=32, head_bias=False)
+    out = export(run_dir, "hf")
+    ours, theirs = load_run(run_dir).model, AutoModelForCausalLM.from_pretrained(out).eval()
+    assert ours.head.bias is None and ours.vocab_size > ours.cfg.n_embd + 1
+    ids = torch.randint(0, ours.vocab_size, (2, ours.cfg.block_size), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert (theirs(ids).logits - ours(ids)).abs().max() < 1e-4
+    assert "trained without a bias" in (out / "README.md").read_text()
+    sampled = gptiny("sample", str(run_dir), "--prompt", PROMPT, "--tokens", "8", "--precision", "int8")
+    assert sampled.exit_code == 0, sampled.output
+
+
 def test_greedy_generate_gives_the_text_of_gptiny_sample(exported):
     run_dir, out = exported
     tokenizer, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)

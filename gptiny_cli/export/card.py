@@ -107,6 +107,9 @@ Every text encodes, since any character is made of bytes; a token may hold part 
 def _model(loaded: LoadedRun, shift: float, residual: float) -> str:
     c, info, per = loaded.config.model, read_run_info(loaded.run_dir), unit(loaded)
     shift_note = f" Every logit is lowered by the same {shift:.6g}, which changes no probability." if shift else ""
+    head = ("gptiny's head has a bias and this architecture has none: it was folded exactly into the final\n"
+            f"LayerNorm's bias (largest logit error {residual:.1e}).{shift_note}" if c.head_bias else
+            "The head was trained without a bias, as this architecture's is.")
     return f"""## Model
 
 - {c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, block_size {c.block_size}, {c.position} positions,
@@ -116,8 +119,7 @@ def _model(loaded: LoadedRun, shift: float, residual: float) -> str:
 - weights: `{loaded.weights.name}` of the run, {info.get("iters", "?")} iterations
 {_loss_line(info, per)}
 
-gptiny's head has a bias and this architecture has none: it was folded exactly into the final
-LayerNorm's bias (largest logit error {residual:.1e}).{shift_note} Within block_size {per}s the
+{head} Within block_size {per}s the
 logits equal gptiny's. Past block_size, gptiny slides its context; GPT-2 cannot go past
 `n_positions` and GPT-NeoX attends to every earlier {per}, which the model was not trained for.
 """

@@ -109,6 +109,8 @@ def description(loaded: LoadedRun, fold: hf.Fold) -> str:
     loss = info.get("best_val_loss")
     loss_text = f"{loss:.4f} nats per character" if isinstance(loss, (int, float)) else "not recorded"
     shift = f", every logit lowered by {fold.shift:.6g}" if fold.shift else ""
+    head = (f"The head's bias is folded into the final LayerNorm (largest logit error {fold.residual:.1e}{shift}). "
+            if c.head_bias else "The head has no bias. ")
     return (f"A character-level GPT trained from scratch with gptiny: one token is one character. "
             f"{c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, block_size {c.block_size}, {c.position} "
             f"positions, {ACTIVATION_NAMES[c.activation]} feed-forward of {4 * c.n_embd}, "
@@ -116,8 +118,7 @@ def description(loaded: LoadedRun, fold: hf.Fold) -> str:
             f"{loaded.run_dir.name} after {info.get('iters', '?')} iterations, best validation loss {loss_text}. "
             f"Data: {'; '.join(sources[:3])}{' and more' if len(sources) > 3 else ''}, joined text sha256 {sha}. "
             f"Vocabulary: {loaded.vocab.size} characters; a prompt with any other character is refused. "
-            f"The head's bias is folded into the final LayerNorm (largest logit error {fold.residual:.1e}{shift}). "
-            f"Within block_size characters llama.cpp computes gptiny's logits; past it gptiny slides its "
+            f"{head}Within block_size characters llama.cpp computes gptiny's logits; past it gptiny slides its "
             f"context and llama.cpp does not.")
 
 
@@ -129,7 +130,7 @@ def write_gguf(loaded: LoadedRun, path: Path, dtype: str = "f32") -> hf.Fold:
     check_exportable(model)
     check_vocab(loaded.vocab)
     c = model.cfg
-    fold = hf.fold_head_bias(model.head.weight.detach(), model.head.bias.detach(), model.ln_f.bias.detach())
+    fold = hf.fold_of(model)
     tokens = token_bytes(loaded.vocab)
     writer = gguf.GGUFWriter(path, ARCHITECTURES[c.position])
     writer.add_name(loaded.run_dir.name)

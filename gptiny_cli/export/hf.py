@@ -37,6 +37,14 @@ class Fold:
     residual: float  # the largest logit error left, in float64 from the float32 bias
 
 
+def fold_of(model: GPT) -> Fold:
+    """The fold of ``model``'s head bias (nothing to fold for a head trained without one)."""
+    ln_bias = model.ln_f.bias.detach()
+    if model.head.bias is None:
+        return Fold(ln_bias.float(), 0.0, 0.0)
+    return fold_head_bias(model.head.weight.detach(), model.head.bias.detach(), ln_bias)
+
+
 def fold_head_bias(weight: torch.Tensor, bias: torch.Tensor, ln_bias: torch.Tensor) -> Fold:
     """Solve W·δ (+ shift) = b for the head's weight W (V, C) and bias b (V,); δ joins ``ln_bias``."""
     V, C = weight.shape
@@ -44,7 +52,7 @@ def fold_head_bias(weight: torch.Tensor, bias: torch.Tensor, ln_bias: torch.Tens
         raise GptinyError(
             f"the head's bias cannot be folded into the model: {V} tokens need model.n_embd of at least "
             f"{V - 1} (it is {C}), since GPT-2 and GPT-NeoX have no bias there; export --format onnx instead, "
-            f"which keeps it")
+            f"which keeps it, or train with model.head_bias = false")
     W, b = weight.double(), bias.double()
     system = W if V <= C else torch.cat([W, torch.ones(V, 1, dtype=torch.float64)], dim=1)
     solution = torch.linalg.pinv(system) @ b  # the smallest δ that solves it

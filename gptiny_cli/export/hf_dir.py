@@ -61,7 +61,7 @@ def write_hf(loaded: LoadedRun, out: Path, check: bool = True) -> HfExport:
     model = loaded.model
     if not isinstance(model, GPT):
         raise GptinyError("only GPT runs can be exported (model.arch = \"gpt\"); a bigram is a table of logits")
-    fold = hf.fold_head_bias(model.head.weight.detach(), model.head.bias.detach(), model.ln_f.bias.detach())
+    fold = hf.fold_of(model)
     config = hf.hf_config(model)
     save_tensors(hf.hf_tensors(model, fold), out / "model.safetensors", {"format": "pt"})
     atomic.write_json(out / "config.json", config)

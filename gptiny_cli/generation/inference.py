@@ -39,11 +39,14 @@ class Int8Linear(nn.Module):
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127  # (out,)
         self.register_buffer("weight", torch.round(weight / scale[:, None]).to(torch.int8))
         self.register_buffer("scale", scale.to(torch.bfloat16))
-        self.register_buffer("bias", linear.bias.detach().to(torch.bfloat16))
+        bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+        self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # (N, in); a decoder step is 2-D already
-        y = torch._weight_int8pack_mm(flat, self.weight, self.scale).add_(self.bias)  # (N, out)
+        y = torch._weight_int8pack_mm(flat, self.weight, self.scale)  # (N, out)
+        if self.bias is not None:
+            y.add_(self.bias)
         return y if x.dim() == 2 else y.view(*x.shape[:-1], y.shape[-1])
 
 
