@@ -90,6 +90,22 @@ def test_a_learning_rate_sweep_with_two_seeds_writes_results_a_leaderboard_and_b
     assert config.train.learning_rate == best["values"]["train.learning_rate"]
 
 
+def test_a_sweep_over_data_of_two_tokenizers_ranks_them_per_character(data_dir, corpus_file):
+    from gptiny_cli.prepare.corpus import PrepareOptions, prepare_corpus
+
+    bpe = Path("data/bpe")
+    prepare_corpus(corpus_file, bpe, options=PrepareOptions(tokenizer="bpe", vocab_size=300))
+    config = write_config(Path("tiny.toml"), tiny_raw(data_dir))
+    result = gptiny("sweep", str(config), "--param", f"data.path={data_dir},{bpe}")
+    assert result.exit_code == 0, result.output
+    for trial in trials(the_sweep()):
+        (run,) = trial["runs"]
+        info = json.loads((the_sweep() / run / "run.json").read_text())
+        per_char = info["val_text"]["tokens"] / info["val_text"]["chars"]
+        assert trial["val"] == pytest.approx(info["final_val_loss"] * per_char)
+        assert (per_char < 1) == (info["tokenizer"] == "bpe")
+
+
 def test_the_runs_of_a_sweep_are_listed_and_latest_finds_them(config_path):
     gptiny("sweep", str(config_path), "--param", "train.learning_rate=1e-3,1e-2")
     listed = json.loads(gptiny("runs", "--json").stdout)

@@ -77,12 +77,26 @@ def val_bits(info: dict[str, Any], loss: Any) -> tuple[float | None, float | Non
     """
     if not isinstance(loss, (int, float)) or isinstance(loss, bool):
         return None, None
-    text = info.get("val_text")
-    if isinstance(text, dict) and all(isinstance(text.get(k), int) and text[k] > 0
-                                      for k in ("tokens", "chars", "bytes")):
+    text = _val_text(info)
+    if text is not None:
         total = loss * text["tokens"] / math.log(2)
         return total / text["chars"], total / text["bytes"]
     return (loss / math.log(2), None) if info.get("tokenizer", "char") == "char" else (None, None)
+
+
+def tokens_per_char(info: dict[str, Any]) -> float:
+    """Predicted validation tokens per predicted character: a loss per token times this is one per
+    character (in nats), which ranks runs of different tokenizers fairly; 1 for a character run."""
+    text = _val_text(info)
+    return 1.0 if text is None else text["tokens"] / text["chars"]
+
+
+def _val_text(info: dict[str, Any]) -> dict[str, int] | None:
+    text = info.get("val_text")
+    keys = ("tokens", "chars", "bytes")
+    if isinstance(text, dict) and all(isinstance(text.get(k), int) and text[k] > 0 for k in keys):
+        return text
+    return None
 
 
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:

@@ -99,6 +99,7 @@ def _train_run(sweep: Sweep, values: dict[str, Any], seed: int, run_dir: Path, r
     except AlreadyComplete:
         return _record(row, runs.read_run_info(run_dir))
     prune = {"asked": False}
+    per_char = runs.tokens_per_char(session.info)  # trials on other tokenizers (a swept data.path) compare
 
     def stop() -> bool:
         return should_stop() or prune["asked"]
@@ -110,9 +111,9 @@ def _train_run(sweep: Sweep, values: dict[str, Any], seed: int, run_dir: Path, r
             if not math.isfinite(event.val_loss):
                 raise GptinyError(f"val loss is {event.val_loss} at iteration {event.iter}")
             if report is not None:
-                report.report(event.val_loss, event.iter)
+                report.report(event.val_loss * per_char, event.iter)
                 prune["asked"] = report.should_prune()
-            row["val_now"] = event.val_loss
+            row["val_now"] = event.val_loss * per_char
             yield TrialEvent(dict(row))
         elif isinstance(event, Finished):
             finished = event
@@ -130,7 +131,7 @@ def _record(row: dict[str, Any], info: dict[str, Any]) -> str:
     val = info.get("final_val_loss") or info.get("best_val_loss")
     if val is None or not math.isfinite(val):
         raise GptinyError(f"the run ended without a val loss ({info.get('status')})")
-    row["seeds"].append(val)
+    row["seeds"].append(val * runs.tokens_per_char(info))  # nats per character, whatever the tokenizer
     row["steps"] = max(row["steps"], info.get("iters", 0))
     row["parameters"] = info.get("parameters")
     row["val"], row["std"] = mean_std(row["seeds"])
