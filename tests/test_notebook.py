@@ -33,20 +33,24 @@ def printed(nb: nbformat.NotebookNode) -> str:
     return "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[nbformat.NotebookNode, list[dict]]:
-    """The notebook executed in quick mode, and the results table its kernel computed."""
+def run_quick(notebook: Path, workdir: Path) -> tuple[nbformat.NotebookNode, list[dict]]:
+    """``notebook`` executed in quick mode in ``workdir``, and the ``results`` table its kernel computed."""
     corpus = tiny_shakespeare()
     if corpus is None:
         pytest.skip("Tiny Shakespeare not found; set GPTINY_CORPUS=/path/to/input.txt to run the notebook")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = nbformat.read(notebook, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("import json\nprint(json.dumps(results))"))
-    workdir = tmp_path_factory.mktemp("notebook")
     env = {**os.environ, "GPTINY_NOTEBOOK_QUICK": "1", "GPTINY_CORPUS": str(corpus), "OMP_NUM_THREADS": "1"}
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
     client.execute(env=env)  # passed on to the kernel's process
     probe = nb.cells.pop()
     return nb, json.loads(probe.outputs[0]["text"])
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[nbformat.NotebookNode, list[dict]]:
+    """The notebook executed in quick mode, and the results table its kernel computed."""
+    return run_quick(NOTEBOOK, tmp_path_factory.mktemp("notebook"))
 
 
 def test_every_step_trains_and_lands_in_the_table(quick_run):

@@ -4,16 +4,13 @@ and compared in loss per token and in bits per character from its own counts."""
 from __future__ import annotations
 
 import ast
-import json
 import math
-import os
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
-from tests.test_notebook import images, printed, tiny_shakespeare
+from tests.test_notebook import images, printed, run_quick
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "tokenizers.ipynb"
@@ -25,17 +22,7 @@ VOCAB = {"characters": 65, "BPE 256": 256, "BPE 512": 512, "BPE 1024": 1024}
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[nbformat.NotebookNode, list[dict]]:
     """The notebook executed in quick mode, and the results table its kernel computed."""
     pytest.importorskip("tokenizers", reason="the notebook's BPE needs the bpe extra")
-    corpus = tiny_shakespeare()
-    if corpus is None:
-        pytest.skip("Tiny Shakespeare not found; set GPTINY_CORPUS=/path/to/input.txt to run the notebook")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell("import json\nprint(json.dumps(results))"))
-    workdir = tmp_path_factory.mktemp("notebook")
-    env = {**os.environ, "GPTINY_NOTEBOOK_QUICK": "1", "GPTINY_CORPUS": str(corpus), "OMP_NUM_THREADS": "1"}
-    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
-    client.execute(env=env)  # passed on to the kernel's process
-    probe = nb.cells.pop()
-    return nb, json.loads(probe.outputs[0]["text"])
+    return run_quick(NOTEBOOK, tmp_path_factory.mktemp("notebook"))
 
 
 def test_every_tokenizer_trains_and_lands_in_the_table(quick_run):
