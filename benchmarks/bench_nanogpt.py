@@ -18,7 +18,7 @@ execs ``configurator.py`` and reads ``data/`` from its working directory) the sc
    should it run slower than that (then scored on what it had saved; the table says "capped");
 4. runs ``gptiny train configs/shakespeare-cpu.toml`` through the CLI (``bench_cpu_recipe.one_run``);
 5. scores every result on the whole validation split, every token once, in consecutive windows of
-   the model's own block size (``gptiny_cli.data.sequential_batches``, as ``full_split_loss``
+   the model's own block size (``gptiny_cli.data.sequential_windows``, as ``full_split_loss``
    does): for nanoGPT the checkpoint its ``train.py`` saved (its best val estimate, as gptiny's
    figure is of its best weights), loaded with its own ``GPT`` class.
 
@@ -52,7 +52,7 @@ sys.path.insert(0, str(HERE.parent))
 from bench_cpu_recipe import CORPUS, one_run, prepare  # noqa: E402
 from otherload import OtherLoad  # noqa: E402
 
-from gptiny_cli.data import load_corpus, sequential_batches  # noqa: E402
+from gptiny_cli.data import load_corpus, sequential_windows  # noqa: E402
 from gptiny_cli.hardware.device import cpu_class  # noqa: E402
 
 CONFIG = "config/train_shakespeare_char.py"
@@ -148,8 +148,9 @@ def nanogpt_loss(work: Path, checkpoint: Path, val: torch.Tensor) -> float:
     model.eval()
     total, count = torch.zeros((), dtype=torch.float64), 0
     with torch.no_grad():
-        for x, y in sequential_batches(val, 32, saved["model_args"]["block_size"]):
-            total += model(x.contiguous(), y.contiguous())[1].double() * y.numel()
+        for window in sequential_windows(val, 32, saved["model_args"]["block_size"]):
+            x, y = window[:, :-1].contiguous(), window[:, 1:].contiguous()
+            total += model(x, y)[1].double() * y.numel()
             count += y.numel()
     return total.item() / count
 
