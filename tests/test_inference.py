@@ -1,4 +1,4 @@
-"""Generation's own fast paths: the single-position decoder and weights in bfloat16 or int8."""
+"""Generation's number formats: weights in bfloat16 or int8."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from gptiny_cli.config import ModelConfig
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.generation.inference import Decoder, Int8Linear, for_inference
+from gptiny_cli.generation.inference import Int8Linear, for_inference
 from gptiny_cli.generation.sample import generate
 from gptiny_cli.model import build_model
 
@@ -23,19 +23,6 @@ def tiny(width: int = 16, **options) -> nn.Module:
     torch.manual_seed(0)
     cfg = ModelConfig(n_embd=width, block_size=BLOCK, n_layer=2, n_head=2, dropout=0.0, **options)
     return build_model(cfg, vocab_size=VOCAB).eval()
-
-
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "classic")
-def test_decoder_steps_match_the_full_forward_pass(options):
-    model = tiny(**options)
-    length = 4 * BLOCK if options.get("position") == "rope" else BLOCK  # rotary: a rolling cache
-    idx = torch.randint(VOCAB, (3, length))
-    decoder = Decoder(model)
-    with torch.inference_mode():
-        cache = model.new_cache(3, CPU, torch.float32)
-        logits = [model(idx[:, :2], cache)]
-        logits += [decoder.step(idx[:, t], cache)[:, None] for t in range(2, length)]
-        assert (torch.cat(logits, dim=1) - model(idx)).abs().max() < 1e-4
 
 
 def test_int8_linear_matches_its_dequantised_weights():

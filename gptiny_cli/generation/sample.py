@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from gptiny_cli.data import TextStream
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.generation.inference import one_position
+from gptiny_cli.generation.decode import Pool, Rows, decoder_for
 from gptiny_cli.model import Bigram
 
 SEEDS = range(-(2**63), 2**64)  # what torch.Generator.manual_seed takes: a signed or unsigned 64-bit integer
@@ -174,33 +174,18 @@ def _plain_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample:
         yield token
 
 
-def refill_positions(recent: list[torch.Tensor], token: torch.Tensor, capacity: int) -> list[torch.Tensor]:
-    """What a full fixed (learned-position) cache is refilled with: the newest half of its positions,
-    the new token last, so that the next half block of steps needs no refill."""
-    keep = capacity // 2 - 1  # 0 for a block of 2 or 3, where recent[-0:] would be the whole list
-    return [*recent[-keep:], token] if keep > 0 else [token]
-
-
 def _cached_steps(model: nn.Module, context: torch.Tensor, n_tokens: int, sample: Sampler) -> Iterator[torch.Tensor]:
-    """Feed the prompt once, then one position per character; refill a full fixed cache."""
-    # float32 whatever the weights: a small cache, and attention in bfloat16 is slow on CPUs
-    cache = model.new_cache(context.shape[0], context.device, torch.float32)
-    feed = one_position(model)
-    logits = model(context, cache)[:, -1]  # (B, V)
-    recent = [] if cache.rolling else list(context.unbind(1))  # (B,) per position, for a refill
+    """Feed the prompt once, then one position per character, as the server's batch does (``Rows``)."""
+    decoder = decoder_for(model)
+    pool = Pool(model, context.shape[0], context.device) if decoder is not None else None
+    rows = Rows(model, decoder, pool, context)
     for step in range(n_tokens):
-        token = sample(logits)
-        yield token
+        rows.token = sample(rows.logits)
+        yield rows.token
         if step + 1 == n_tokens:
             return
-        if cache.length == cache.capacity and not cache.rolling:
-            recent = refill_positions(recent, token, cache.capacity)
-            cache.length = 0
-            logits = model(torch.stack(recent, dim=1), cache)[:, -1]
-        else:
-            if not cache.rolling:
-                recent.append(token)
-            logits = feed(token, cache)
+        rows.ready()
+        rows.step()
 
 
 @dataclass

@@ -1,14 +1,13 @@
 """Decode steps of many requests as one batch: what lets a server with 16 clients do more than 16
 times the work of one.
 
-Each request (``Stream``) keeps what ``generation.sample.generate`` keeps for its samples: a KV
-cache of its own, a ``Sampler`` with its own seeded generator, and the logits of its next step;
-it is fed exactly as ``generate``'s cached loop feeds one (the same prompt pass, the same refill
-of a full fixed cache). What differs is the step: ``batched_step`` runs the new position of every
-request in flight through the linear layers and feed-forward as one matrix (the larger part of a
-step's work), while each request attends over its own cache at its own position. For a single
-request the arithmetic is operation for operation ``Decoder.step``'s, so a seed gives the text
-``gptiny sample`` gives.
+Each request (``Stream``) is one prompt's n samples with a ``Sampler`` of its own seeded generator;
+its samples are rows of the batch's one cache (``decode.Pool``), fed exactly as ``gptiny sample``
+feeds its rows (``decode.Rows``: the same prompt pass, the same refill of a full fixed cache). A
+step (``Batch.step``) runs the new position of every row in flight through one ``Decoder.step``:
+the linear layers and feed-forward as one matrix, and one attention call per layer, each row at
+its own position. A request that ends gives its rows back at once (the rows after it move up), so
+the rows in flight are always the pool's first R, and a step reads no row it does not need.
 """
 
 from __future__ import annotations
@@ -17,11 +16,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from gptiny_cli.generation.inference import Decoder
-from gptiny_cli.generation.sample import Sampler, refill_positions
-from gptiny_cli.model import GPT, Bigram, Block, KVCache, Rotary
+from gptiny_cli.generation.decode import Pool, Rows, decoder_for, step_rows
+from gptiny_cli.generation.sample import Sampler
+from gptiny_cli.model import Bigram
 
 
 @dataclass
@@ -38,98 +36,80 @@ class Completion:
     stops: tuple[str, ...] = ()
 
 
-def batch_decoder(model: nn.Module) -> Decoder | None:
-    """The decoder whose parts a batched step calls, for a GPT of the package's own blocks."""
-    if type(model) is GPT and all(type(block) is Block for block in model.blocks):
-        return Decoder(model)
-    return None
-
-
 class Stream:
-    """One request's n samples between steps: cache, sampler, the logits to draw from next."""
+    """One request's n samples between steps: its rows, its sampler, the logits to draw from next.
 
-    def __init__(self, model: nn.Module, c: Completion, generator: torch.Generator, start_token: int) -> None:
-        device = next(model.parameters()).device
-        prompt = (c.prompt or [start_token])[-model.block_size :]
-        context = torch.tensor([prompt], device=device).expand(c.n, -1)  # (n, T)
-        self.sample = Sampler(c.n, model.vocab_size, temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
-                              generator=generator, device=device)
-        self.model = model
-        self.cache: KVCache | None = None
-        if isinstance(model, Bigram):  # the next character depends on the current one alone
-            self.logits = model(context[:, -1:])[:, -1]  # (n, V)
-            return
-        # float32 whatever the weights, as generate's cached loop keeps it
-        self.cache = model.new_cache(c.n, device, torch.float32)
-        self.logits = model(context, self.cache)[:, -1]
-        self.recent = [] if self.cache.rolling else list(context.unbind(1))  # (n,) per position, for a refill
+    A bigram needs no cache (the next token depends on the current one alone): it looks up its
+    logits by itself.
+    """
+
+    def __init__(self, sampler: Sampler, rows: Rows | None, model: nn.Module, context: torch.Tensor) -> None:
+        self.sample, self.rows, self.model = sampler, rows, model
+        self.n = context.shape[0]
+        self.logits = rows.logits if rows is not None else model(context[:, -1:])[:, -1]  # (n, V)
         self.token = torch.empty(0)
 
     def draw(self) -> torch.Tensor:
         """The next token of each sample (n,), from the logits of the last step."""
-        self.token = self.sample(self.logits)
+        self.token = self.sample(self.rows.logits if self.rows is not None else self.logits)
+        if self.rows is not None:
+            self.rows.token = self.token
         return self.token
 
-    @property
-    def batchable(self) -> bool:
-        """Whether the next step can run in the batch: a cache with room for the new position."""
-        cache = self.cache
-        return cache is not None and (cache.rolling or cache.length < cache.capacity)
 
-    def step_alone(self) -> None:
-        """The next step outside the batch: a bigram's lookup, a model's own forward pass (one with
-        blocks of its own, that a batch cannot take), or refilling a full fixed cache."""
-        if self.cache is None:
-            self.logits = self.model(self.token[:, None])[:, -1]
+class Batch:
+    """The streams in flight, their samples rows 0..R of one pool in the order they joined."""
+
+    def __init__(self, model: nn.Module, batch: bool = True) -> None:
+        """``batch=False`` steps the streams one after another (for measuring the batch)."""
+        self.model, self.batch = model, batch
+        self.device = next(model.parameters()).device
+        self.decoder = decoder_for(model)
+        self.pool: Pool | None = None
+        self.streams: list[Stream] = []
+
+    def join(self, c: Completion, generator: torch.Generator, start_token: int) -> Stream:
+        """A stream for ``c``, its prompt fed (cut to the model's block), in the rows after the others'."""
+        prompt = (c.prompt or [start_token])[-self.model.block_size :]
+        context = torch.tensor([prompt], device=self.device).expand(c.n, -1)  # (n, T)
+        sampler = Sampler(c.n, self.model.vocab_size, temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
+                          generator=generator, device=self.device)
+        rows = None
+        if not isinstance(self.model, Bigram):
+            start = sum(s.n for s in self.streams)
+            if self.decoder is not None:
+                if self.pool is None:
+                    self.pool = Pool(self.model, start + c.n, self.device)
+                self.pool.grow(start + c.n)
+            rows = Rows(self.model, self.decoder, self.pool, context, start)
+        stream = Stream(sampler, rows, self.model, context)
+        self.streams.append(stream)
+        return stream
+
+    def keep(self, going: list[Stream]) -> None:
+        """Only ``going`` stay in flight: the others' rows are given back, the rows after them move up."""
+        if len(going) == len(self.streams):
             return
-        if self.batchable:
-            self.took(self.model(self.token[:, None], self.cache)[:, -1])
+        if self.pool is not None and going:
+            order = [torch.arange(s.rows.start, s.rows.start + s.n) for s in going]
+            self.pool.keep(torch.cat(order).to(self.device))
+        start = 0
+        for s in going:
+            if s.rows is not None:
+                s.rows.start = start
+            start += s.n
+        self.streams = list(going)
+
+    def step(self) -> None:
+        """Every stream in flight one token further (each has drawn its token)."""
+        if isinstance(self.model, Bigram):
+            for s in self.streams:
+                s.logits = self.model(s.token[:, None])[:, -1]
             return
-        self.recent = refill_positions(self.recent, self.token, self.cache.capacity)
-        self.cache.length = 0
-        self.logits = self.model(torch.stack(self.recent, dim=1), self.cache)[:, -1]
-
-    def took(self, logits: torch.Tensor) -> None:
-        """Keep a batched step's logits (n, V) for this request."""
-        if not self.cache.rolling:
-            self.recent.append(self.token)
-        self.logits = logits
-
-
-def batched_step(decoder: Decoder, streams: list[Stream]) -> None:
-    """One new position for every sample of every stream (each ``batchable``), in one batch.
-
-    A single stream takes the decoder's own step, the one ``gptiny sample`` takes.
-    """
-    if len(streams) == 1:
-        stream = streams[0]
-        stream.took(decoder.step(stream.token, stream.cache))
-        return
-    sizes = [s.token.shape[0] for s in streams]
-    caches = [s.cache for s in streams]
-    H, C = decoder.heads, decoder.width
-    x = F.embedding(torch.cat([s.token for s in streams]), decoder.tok_emb)  # (R, C), R rows in all
-    ropes: list[Rotary | None] = [None] * len(streams)
-    if decoder.rotary:
-        ropes = [Rotary(torch.full((1,), c.length, device=x.device), C // H) for c in caches]
-    else:
-        # each row's position, built on the host and copied once
-        positions = torch.tensor([c.length for c, n in zip(caches, sizes, strict=True) for _ in range(n)])
-        x = x + decoder.pos_emb[positions.to(x.device)]  # (R, C)
-    for layer, (ln1, qkv, proj, ln2, ffn) in enumerate(decoder.layers):
-        qkv_out = qkv(ln1(x)).to(torch.float32)  # (R, 3C); attention in the caches' dtype
-        ys = []
-        for part, cache, rope in zip(qkv_out.split(sizes), caches, ropes, strict=True):
-            n = part.shape[0]
-            q, k, v = part.view(n, 3, H, 1, C // H).unbind(1)  # (n, H, 1, D) each
-            if rope is not None:
-                q, k = rope.rotate(q), rope.rotate(k)
-            keys, values = cache.update(layer, k, v)  # (n, H, length, D): this stream's own past
-            ys.append(F.scaled_dot_product_attention(q, keys, values).view(n, C))
-        x = x + proj(torch.cat(ys).to(x.dtype))
-        x = x + ffn(ln2(x))
-    for cache in caches:
-        cache.length += 1
-    logits = decoder.head(decoder.ln_f(x))  # (R, V)
-    for stream, part in zip(streams, logits.split(sizes), strict=True):
-        stream.took(part)
+        for s in self.streams:
+            s.rows.ready()
+        if self.decoder is None or not self.batch:
+            for s in self.streams:
+                s.rows.step()
+        elif self.streams:
+            step_rows(self.decoder, self.pool, [s.rows for s in self.streams])

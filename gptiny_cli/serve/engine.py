@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from gptiny_cli.data import TextStream, Tokenizer
 from gptiny_cli.generation.sample import SampleText, seeded_generator
-from gptiny_cli.serve.batch import Completion, Stream, batch_decoder, batched_step
+from gptiny_cli.serve.batch import Batch, Completion, Stream
 
 # What a job delivers, in order: ("text", sample, piece) as sample texts grow, ("end", sample,
 # "stop" | "length") once per sample, then ("done", tokens generated, None); a cancelled job
@@ -83,7 +83,7 @@ class Engine:
         """``batch=False`` steps the requests in flight one after another, for measuring the batch;
         ``threads``: the worker's CPU threads (torch's own count when None); ``build`` (instead of
         ``model``): makes the model on the worker thread when it starts (``Engine.built_on_worker``)."""
-        self.table, self.start_token, self.batch, self.max_active = table, start_token, batch, max_active
+        self.table, self.start_token, self.batched, self.max_active = table, start_token, batch, max_active
         self.threads = threads or torch.get_num_threads()
         self._build = build
         if model is not None:
@@ -106,7 +106,7 @@ class Engine:
         return cls(None, (), build=build, **options)
 
     def _adopt(self, model: nn.Module) -> None:
-        self.model, self.device, self.decoder = model, next(model.parameters()).device, batch_decoder(model)
+        self.model, self.device, self.batch = model, next(model.parameters()).device, Batch(model, self.batched)
 
     def start(self) -> None:
         """Start the worker (once; again is nothing); with ``build``, wait until the model is built and
@@ -198,7 +198,7 @@ class Engine:
         try:
             generator = seeded_generator(self.device, c.seed)
             with torch.inference_mode():
-                stream = Stream(self.model, c, generator, self.start_token)
+                stream = self.batch.join(c, generator, self.start_token)
         except Exception as error:  # handed to the request, which reports it
             job.deliver(("error", f"generation failed: {error}", None))
             return []
@@ -211,17 +211,13 @@ class Engine:
         """Every request in flight one token further; those that go on."""
         try:  # a failure anywhere in the round is delivered, rather than losing the worker thread
             going = [a for a in active if not self._draw(a)]
-            together = [a.stream for a in going if a.stream.batchable and self.decoder is not None]
-            for a in going:
-                if not (a.stream.batchable and self.decoder is not None):
-                    a.stream.step_alone()
-            for group in [together] if self.batch else [[s] for s in together]:
-                if group:
-                    batched_step(self.decoder, group)
+            self.batch.keep([a.stream for a in going])
+            self.batch.step()
         except Exception as error:
             for a in active:
                 if not a.ended:
                     a.job.deliver(("error", f"generation failed: {error}", None))
+            self.batch.keep([])
             return []
         return going
 

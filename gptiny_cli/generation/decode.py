@@ -1,0 +1,212 @@
+"""One decode step for everything that generates: ``gptiny sample``, the server's batch, the notebooks.
+
+Samples decode as rows of one cache (``Pool``): keys and values (L, R, H, S, D), preallocated, and
+each row's position on the device. A step (``Decoder.step``) feeds one new token to every row of a
+contiguous range of rows, each at its own position: the linear layers and feed-forward take the
+rows as one matrix, and one attention call per layer covers them all, each row masked to the
+slots it has filled. So the one sequence of ``gptiny sample`` and sixteen requests at sixteen
+positions in a server run the same code, and a seed gives the same text in both.
+
+Nothing in a step depends on a value read back from the device: the positions are a device
+tensor, the cache is never sliced to a length, the rotary frequencies are built once. That is
+what lets a GPU replay the step as a graph; on a CPU it costs attending over every slot.
+
+``Rows`` are one prompt's n samples (the rows a..b of a pool): it feeds the prompt, and refills a
+full fixed cache (learned positions) before the step that would overflow it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gptiny_cli.model import GPT, Block, KVCache
+
+
+class Pool:
+    """Cache rows for samples at positions of their own: keys, values (L, R, H, S, D) in float32
+    (attention over a cache in bfloat16 is slow on CPUs) and ``positions`` (R,), what each row
+    has been fed. A rolling pool (rotary positions) keeps each row's newest S positions."""
+
+    def __init__(self, model: GPT, rows: int, device: torch.device) -> None:
+        cache = model.new_cache(rows, device, torch.float32)
+        self.keys, self.values, self.rolling = cache.keys, cache.values, cache.rolling
+        self.positions = torch.zeros(rows, dtype=torch.long, device=device)
+
+    @property
+    def rows(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+    def view(self, start: int, stop: int) -> KVCache:
+        """Rows start..stop as an empty KVCache (in place), for a prompt pass of the model into them."""
+        return KVCache(self.keys[:, start:stop], self.values[:, start:stop], rolling=self.rolling)
+
+    def grow(self, rows: int) -> None:
+        """Room for at least ``rows`` rows, the filled ones kept (doubling, so growth is rare)."""
+        if rows <= self.rows:
+            return
+        new = max(rows, 2 * self.rows)
+        shape = (self.keys.shape[0], new, *self.keys.shape[2:])
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            grown = old.new_zeros(shape)
+            grown[:, : old.shape[1]] = old
+            setattr(self, name, grown)
+        self.positions = torch.cat([self.positions, self.positions.new_zeros(new - len(self.positions))])
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Move the listed rows (in that order) to the front, dropping the others' contents."""
+        n = len(rows)
+        self.keys[:, :n] = self.keys[:, rows]
+        self.values[:, :n] = self.values[:, rows]
+        self.positions[:n] = self.positions[rows]
+
+
+class Decoder:
+    """One new position for each row of a pool, in fewer operations than the model's forward pass.
+
+    The layers' own norms, linear layers and feed-forward functions, called directly, on (R, C)
+    rows. Tests hold its logits to the model's full forward pass.
+    """
+
+    def __init__(self, model: GPT) -> None:
+        cfg = model.cfg
+        self.model = model
+        self.heads, self.width, self.rotary = cfg.n_head, cfg.n_embd, cfg.position == "rope"
+        self.tok_emb = model.tok_emb.weight  # (V, C)
+        self.pos_emb = None if self.rotary else model.pos_emb.weight  # (S, C)
+        self.layers = [(b.ln1.forward, b.attn.qkv.forward, b.attn.proj.forward, b.ln2.forward, b.ffn.forward)
+                       for b in model.blocks]
+        self.ln_f, self.head = model.ln_f.forward, model.head.forward
+        D = cfg.n_embd // cfg.n_head
+        device = model.tok_emb.weight.device
+        self.inv_freq = 10000.0 ** (-torch.arange(0, D, 2, device=device).float() / D)  # (D/2,), as model.Rotary
+        self.slots = torch.arange(cfg.block_size, device=device)  # (S,)
+
+    def prefill(self, context: torch.Tensor, pool: Pool, start: int) -> torch.Tensor:
+        """Feed the contexts (n, T) to rows start..start + n (which forget what they held): last logits (n, V)."""
+        n, T = context.shape
+        logits = self.model(context, pool.view(start, start + n))[:, -1]
+        pool.positions[start : start + n] = T
+        return logits
+
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x (R, H, D) rotated as model.Rotary rotates a position: each row by its own angles (R, 1, D/2)."""
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+    def step(self, tokens: torch.Tensor, pool: Pool, start: int = 0) -> torch.Tensor:
+        """Logits (R, V) for one new token per row, tokens (R,), fed to rows start..start + R of ``pool``.
+
+        A fixed (learned-position) row must have room: position < S; a rolling row overwrites its
+        oldest slot.
+        """
+        R, H, C = tokens.shape[0], self.heads, self.width
+        S, rows = pool.capacity, slice(start, start + R)
+        positions = pool.positions[rows]  # (R,)
+        x = F.embedding(tokens, self.tok_emb)  # (R, C)
+        if self.rotary:
+            angles = positions.float()[:, None, None] * self.inv_freq  # (R, 1, D/2)
+            cos, sin = angles.cos(), angles.sin()
+        else:
+            x = x + F.embedding(positions, self.pos_emb)
+        where = positions % S  # (R,) the slot each row's new key goes to
+        filled = torch.clamp(positions + 1, max=S)  # (R,) slots that hold a position, the new one included
+        visible = (self.slots < filled[:, None])[:, None, None, :]  # (R, 1, 1, S)
+        index = torch.arange(R, device=tokens.device)
+        for layer, (ln1, qkv, proj, ln2, ffn) in enumerate(self.layers):
+            q, k, v = qkv(ln1(x)).float().view(R, 3, H, C // H).unbind(1)  # (R, H, D) each, in the pool's dtype
+            if self.rotary:
+                q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+            keys, values = pool.keys[layer, rows], pool.values[layer, rows]  # (R, H, S, D)
+            keys[index, :, where] = k
+            values[index, :, where] = v
+            y = F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=visible)  # (R, H, 1, D)
+            x = x + proj(y.view(R, C).to(x.dtype))
+            x = x + ffn(ln2(x))
+        pool.positions[rows] += 1
+        return self.head(self.ln_f(x))  # (R, V)
+
+
+def decoder_for(model: nn.Module) -> Decoder | None:
+    """A Decoder for a GPT built of the package's own blocks; None for another model (a bigram, or
+    blocks of its own), which generates through its own forward pass instead."""
+    if type(model) is GPT and all(type(block) is Block for block in model.blocks):
+        return Decoder(model)
+    return None
+
+
+def refill(recent: list[torch.Tensor], capacity: int) -> list[torch.Tensor]:
+    """What a full fixed (learned-position) cache keeps of the tokens it was fed before taking the
+    next: its newest half block less one, so that the next half block of steps needs no refill."""
+    keep = capacity // 2 - 1  # 0 for a block of 2 or 3, where recent[-0:] would be the whole list
+    return recent[-keep:] if keep > 0 else []
+
+
+class Rows:
+    """One prompt's n samples as they decode: their rows of a pool (or, for a model a Decoder cannot
+    take, a cache of their own), the tokens a full fixed cache is refilled from, the next logits.
+
+    ``ready()`` before each step refills a full fixed cache with the newest positions (one prompt
+    pass), so that the step can take the new token; the step itself is ``Decoder.step`` over these
+    rows, alone (``step``) or with others (``step_rows``), or the model's own forward pass.
+    """
+
+    def __init__(self, model: nn.Module, decoder: Decoder | None, pool: Pool | None, context: torch.Tensor,
+                 start: int = 0) -> None:
+        self.model, self.decoder, self.pool, self.start = model, decoder, pool, start
+        self.n, self.length = context.shape[0], context.shape[1]
+        self.capacity = model.block_size
+        self.cache = None if decoder is not None else model.new_cache(self.n, context.device, torch.float32)
+        self.rolling = pool.rolling if pool is not None else self.cache.rolling
+        self.recent = [] if self.rolling else list(context.unbind(1))  # (n,) per position fed
+        self.logits = self._feed_context(context)  # (n, V)
+        self.token = torch.empty(0)
+
+    def _feed_context(self, context: torch.Tensor) -> torch.Tensor:
+        if self.decoder is not None:
+            return self.decoder.prefill(context, self.pool, self.start)
+        self.cache.length = 0
+        return self.model(context, self.cache)[:, -1]
+
+    def ready(self) -> None:
+        """Make room for the next step: a full fixed cache keeps its newest positions (``refill``)."""
+        if self.rolling or self.length < self.capacity:
+            return
+        self.recent = refill(self.recent, self.capacity)
+        self.length = len(self.recent)
+        if self.recent:
+            self._feed_context(torch.stack(self.recent, dim=1))
+        elif self.decoder is not None:
+            self.pool.positions[self.start : self.start + self.n] = 0
+        else:
+            self.cache.length = 0
+
+    def step(self) -> None:
+        """Feed this prompt's tokens by themselves: the decoder's step over its rows, or the model's forward."""
+        if self.decoder is not None:
+            self.took(self.decoder.step(self.token, self.pool, self.start))
+        else:
+            self.took(self.model(self.token[:, None], self.cache)[:, -1])
+
+    def took(self, logits: torch.Tensor) -> None:
+        """The step fed ``token``: keep its logits (n, V) for the next draw."""
+        self.length += 1
+        if not self.rolling:
+            self.recent.append(self.token)
+        self.logits = logits
+
+
+def step_rows(decoder: Decoder, pool: Pool, group: list[Rows]) -> None:
+    """One step for every row of ``group``, which hold rows 0..R of ``pool`` in order, as one batch."""
+    if len(group) == 1:
+        group[0].step()
+        return
+    logits = decoder.step(torch.cat([g.token for g in group]), pool)  # (R, V)
+    for g, part in zip(group, logits.split([g.n for g in group]), strict=True):
+        g.took(part)
