@@ -12,7 +12,7 @@ from torch.profiler import profile
 from gptiny_cli.config import ModelConfig, config_from_dict
 from gptiny_cli.hardware.kernels import CpuDropout, causal_attention, cpu_attend, for_cpu
 from gptiny_cli.hardware.setup import place
-from gptiny_cli.model import attend, build_model
+from gptiny_cli.model import attend, build_model, causal_mask
 from gptiny_cli.training.session import setup
 from tests.conftest import tiny_raw
 
@@ -141,3 +141,10 @@ def test_the_cpu_kernels_give_the_plain_models_logits_and_loss():
     assert torch.allclose(a, b, atol=0.05)
     loss = [F.cross_entropy(logits.flatten(0, 1), targets.flatten()) for logits in (a, b)]
     assert loss[0].item() == pytest.approx(loss[1].item(), abs=0.01)
+
+
+def test_the_written_out_forms_mask_is_the_models_causal_mask():
+    T = 6
+    q, k = torch.zeros(1, 1, T, 2), torch.zeros(1, 1, T, 2)  # equal scores: each row spreads over what it sees
+    weights = causal_attention(q, k, torch.eye(T)[None, None])  # v = I: the output is the weights themselves
+    assert torch.equal(weights[0, 0] > 0, causal_mask(T, T, T, CPU))
