@@ -2,11 +2,11 @@
 
     python benchmarks/bench_attention.py [--repeats 10]
 
-Times ``F.scaled_dot_product_attention(is_causal=True)`` and ``gptiny_cli.model.causal_attention``
+Times ``F.scaled_dot_product_attention(is_causal=True)`` and ``gptiny_cli.hardware.kernels.causal_attention``
 (scores, mask, softmax, weighted sum) at the shapes of the two shipped configs' training steps
 (one layer: B × H × T × D), in float32 and in bfloat16, with and without attention dropout. The
 inputs come in the dtype the model's linear layers give under autocast. It is what decided that
-``model.attend`` writes attention out for bfloat16 on the CPU and uses the fused kernel elsewhere.
+``kernels.cpu_attend`` writes attention out for bfloat16 on the CPU and uses the fused kernel elsewhere.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gptiny_cli.model import causal_attention  # noqa: E402
+from gptiny_cli.hardware.kernels import causal_attention  # noqa: E402
 
 SHAPES = {"shakespeare-cpu": (32, 4, 128, 48), "shakespeare": (64, 4, 256, 96)}
 

@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gptiny_cli.config import load_config  # noqa: E402
-from gptiny_cli.model import Dropout  # noqa: E402
 from gptiny_cli.prepare.corpus import prepare_corpus  # noqa: E402
 from gptiny_cli.training.loop import run  # noqa: E402
 from gptiny_cli.training.losses import full_split_loss  # noqa: E402
@@ -64,7 +63,7 @@ class Average:
 
 
 class LateDropout:
-    """Dropout p on every ``model.Dropout`` module once ``start`` of the run is done."""
+    """Dropout p on every dropout module once ``start`` of the run is done."""
 
     def __init__(self, spec: str) -> None:
         p, start = spec.split("@")
@@ -73,7 +72,7 @@ class LateDropout:
     def update(self, model: torch.nn.Module, spent: float) -> None:
         if spent >= self.start:
             for module in model.modules():
-                if isinstance(module, Dropout):
+                if isinstance(module, torch.nn.Dropout):  # the CPU kernel's too
                     module.p = self.p
 
 

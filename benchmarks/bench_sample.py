@@ -36,6 +36,7 @@ from benchmarks.otherload import OtherLoad  # noqa: E402
 from gptiny_cli.data import Vocab  # noqa: E402
 from gptiny_cli.generation.inference import PRECISIONS, for_inference  # noqa: E402
 from gptiny_cli.generation.sample import generate  # noqa: E402
+from gptiny_cli.hardware.kernels import for_cpu  # noqa: E402
 from gptiny_cli.model import build_model  # noqa: E402
 from gptiny_cli.store import tensorfile  # noqa: E402
 from gptiny_cli.store.runs import load_run  # noqa: E402
@@ -114,7 +115,7 @@ def timed(argv: list[str], repeats: int) -> list[float]:
 def quality(weights: Path, corpus: Path) -> None:
     """Validation loss of trained weights in each number format, on 32 windows of the corpus's last 10%."""
     config, vocab_size = tensorfile.model_config_of(weights)
-    model = build_model(config, vocab_size).eval()
+    model = for_cpu(build_model(config, vocab_size).eval())  # bf16 over whole blocks: as gptiny runs it
     tensorfile.load_weights(weights, model)
     text = corpus.read_text(encoding="utf-8")
     vocab = Vocab.from_text(text)

@@ -65,70 +65,30 @@ class KVCache:
         return self.keys[layer, :, :, :filled], self.values[layer, :, :, :filled]
 
 
+def causal_mask(T: int, n: int, window: int, device: torch.device) -> torch.Tensor:
+    """Which of n positions each of the newest T may see: itself and at most window - 1 before it.
+
+    (T, n) booleans, True where query t (position n - T + t) may attend to key j.
+    """
+    query_pos = torch.arange(n - T, n, device=device)[:, None]  # (T, 1)
+    key_pos = torch.arange(n, device=device)[None, :]  # (1, n)
+    return (key_pos <= query_pos) & (key_pos > query_pos - window)  # (T, n)
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, dropout: float = 0.0) -> torch.Tensor:
     """Causal attention of the queries (B, H, T, D), the newest T of the n positions in k, v (B, H, n, D).
 
     A query sees itself and at most window - 1 positions before it. One query needs no mask: it
-    is the newest position, and whoever built k, v kept only what it may see.
+    is the newest position, and whoever built k, v kept only what it may see; nor do T queries
+    over T positions that all fit the window: that is the plain causal mask, which the fused
+    kernel applies itself.
     """
     T, n = q.shape[2], k.shape[2]
     if T == 1:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
     if T == n and T <= window:
-        if q.device.type == "cpu" and q.dtype == torch.bfloat16 and T <= 512:
-            return causal_attention(q, k, v, dropout)
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-    query_pos = torch.arange(n - T, n, device=q.device)[:, None]  # (T, 1)
-    key_pos = torch.arange(n, device=q.device)[None, :]  # (1, n)
-    mask = (key_pos <= query_pos) & (key_pos > query_pos - window)  # (T, n)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-
-
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
-    """Causal attention written out: scores, the future masked, softmax, a weighted sum of v.
-
-    In bfloat16 on a CPU this was 1.4-3.6x faster, forward and backward, than PyTorch's fused
-    CPU kernel (benchmarks/bench_attention.py); the fused kernel wins in float32 and on GPUs.
-    ``attend`` uses it up to 512 positions, beyond which the (B, H, T, T) scores grow large.
-    """
-    T = q.shape[2]
-    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, T, T)
-    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-    weights = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
-    return F.dropout(weights, dropout) @ v if dropout else weights @ v  # (B, H, T, D)
-
-
-class _CpuDropout(torch.autograd.Function):
-    """Dropout whose mask is drawn 64 random bits at a time, four 16-bit draws from each.
-
-    PyTorch's CPU dropout draws one random number per element (``bernoulli_``), which took a
-    tenth of a training step of the reference config. The drop probability is rounded to a
-    multiple of 1/65536. The result is at least float32: it is added to the float32 residual
-    stream next, and keeping it there saves casting it down and back up.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-        keep = bits.view(torch.int16)[: x.numel()].view(x.shape) >= round(p * 65536) - 32768
-        scale = keep.to(torch.promote_types(x.dtype, torch.float32)).mul_(1 / (1 - p))
-        ctx.save_for_backward(scale)
-        ctx.dtype = x.dtype
-        return x * scale
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (scale,) = ctx.saved_tensors
-        return (grad * scale).to(ctx.dtype), None
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout``, with a faster mask on the CPU (``_CpuDropout``)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.p > 0 and x.device.type == "cpu":
-            return _CpuDropout.apply(x, self.p)
-        return super().forward(x)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, n, window, q.device), dropout_p=dropout)
 
 
 class CausalSelfAttention(nn.Module):
@@ -141,7 +101,10 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = cfg.attn_dropout
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
-        self.resid_dropout = Dropout(cfg.dropout)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        # How the heads attend: ``attend``, unless a kernel that computes the same faster on some
+        # hardware was swapped in (hardware.kernels); a function, so not part of the weights.
+        self.attend = attend
 
     def forward(
         self, x: torch.Tensor, rope: Rotary | None = None, cache: KVCache | None = None, layer: int = 0
@@ -155,7 +118,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H, n, D): what the new positions may see, in the cache's dtype
         dropout = self.attn_dropout if self.training else 0.0
-        y = attend(q.to(k.dtype), k, v, self.block_size, dropout).to(x.dtype)  # (B, H, T, D)
+        y = self.attend(q.to(k.dtype), k, v, self.block_size, dropout).to(x.dtype)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y))
 
@@ -170,7 +133,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
         self.gelu = cfg.activation == "gelu"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,7 +187,7 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(vocab_size, cfg.n_embd)
         if cfg.position == "learned":
             self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, vocab_size, bias=cfg.head_bias)

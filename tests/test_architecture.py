@@ -22,7 +22,7 @@ LAYERS: dict[str, set[str]] = {
     "data": {"errors", "bpe"},
     "model": {"errors", "config"},
     "store": {"errors", "config", "data", "bpe", "model"},
-    "hardware": {"errors", "config"},
+    "hardware": {"errors", "config", "model"},
     "prepare": {"errors", "config", "data", "bpe", "store"},
     "generation": {"errors", "config", "data", "bpe", "model", "hardware"},
     "training": {"errors", "config", "data", "bpe", "model", "store", "hardware"},

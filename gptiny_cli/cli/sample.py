@@ -85,11 +85,11 @@ def _for_inference(model, device: str, precision: str):
     """The model ready to generate on its device, in the number format asked for (or ``auto``'s)."""
     from gptiny_cli.generation.inference import for_inference
     from gptiny_cli.hardware.device import auto_sample_precision, pick_device
-    from gptiny_cli.hardware.setup import use_device
+    from gptiny_cli.hardware.setup import place, use_device
 
     dev = use_device(pick_device(device), tf32=False)
     chosen = auto_sample_precision(dev)[0] if precision == "auto" else precision
-    return for_inference(model, chosen, dev), dev
+    return place(for_inference(model, chosen, dev), dev), dev
 
 
 def _check_prompt(text: str, vocab, source: str) -> None:

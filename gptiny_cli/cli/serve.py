@@ -96,7 +96,7 @@ def _load(run: str, runs_dir: Path, which: str, device: str, precision: str, que
     """The engine over the run's model, its vocabulary, the app's options and a line saying what is served."""
     from gptiny_cli.generation.inference import for_inference
     from gptiny_cli.hardware.device import auto_sample_precision, pick_device
-    from gptiny_cli.hardware.setup import use_device
+    from gptiny_cli.hardware.setup import place, use_device
     from gptiny_cli.serve.app import ServeOptions
     from gptiny_cli.serve.engine import Engine, table_of
     from gptiny_cli.serve.protocol import Defaults
@@ -109,7 +109,7 @@ def _load(run: str, runs_dir: Path, which: str, device: str, precision: str, que
         dev = use_device(pick_device(device), tf32=False)  # as gptiny sample: the same seed, the same text
         chosen = auto_sample_precision(dev)[0] if precision == "auto" else precision
         built.update(loaded=loaded, dev=dev, chosen=chosen)
-        return for_inference(loaded.model, chosen, dev), table_of(loaded.vocab), loaded.vocab.start_token
+        return place(for_inference(loaded.model, chosen, dev), dev), table_of(loaded.vocab), loaded.vocab.start_token
 
     engine = Engine.built_on_worker(build, queue_size=queue_size, threads=threads)
     engine.start()

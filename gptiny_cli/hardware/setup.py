@@ -1,14 +1,16 @@
-"""One device set-up for every command that runs the model: train, eval and sample.
+"""One device set-up for every command that runs the model: train, eval, sample and serve.
 
 They must agree: ``gptiny eval`` on the device a run trained on computes exactly the
-whole-split loss training reported, which needs the same current GPU and the same float32
-matmul mode, and on another device it uses what that device can run.
+whole-split loss training reported, which needs the same current GPU, the same float32
+matmul mode and the same kernels (``place``), and on another device it uses what that device can run.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
+from gptiny_cli.hardware import kernels
 from gptiny_cli.hardware.device import Precision, pick_device, resolve_precision
 
 
@@ -26,6 +28,16 @@ def use_device(device: torch.device, tf32: bool) -> torch.device:
             torch.cuda.set_device(device)
         torch.set_float32_matmul_precision("high" if tf32 else "highest")
     return device
+
+
+def place(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` on ``device``, running the kernels that are faster there: ``kernels.for_cpu`` on a CPU.
+
+    Every command that trains, evaluates or generates with a model puts it on its device through
+    here, so that training's own losses and ``gptiny eval``'s agree to the last digit.
+    """
+    model = model.to(device)
+    return kernels.for_cpu(model) if device.type == "cpu" else model
 
 
 def for_evaluation(device: str, dtype: str) -> tuple[torch.device, Precision]:

@@ -4,7 +4,7 @@ next-character probabilities at every position, computed outside the model.
 The weights are recomputed from what each attention layer is given: a forward pre-hook records
 its input (the normed residual stream) and the rotary positions, and the layer's own ``qkv``
 projection turns that into queries and keys again; softmax(q kᵀ / √D) under the causal window
-is then exactly what ``model.attend`` applied. The model itself knows nothing of this.
+is then exactly what ``model.attend`` applied (the same ``causal_mask``). The model itself knows nothing of this.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.model import GPT, CausalSelfAttention, Rotary
+from gptiny_cli.model import GPT, CausalSelfAttention, Rotary, causal_mask
 
 
 @dataclass
@@ -34,8 +34,7 @@ def causal_weights(q: torch.Tensor, k: torch.Tensor, window: int) -> torch.Tenso
     window - 1 before it: (..., T, T)."""
     T = q.shape[-2]
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T, T)
-    pos = torch.arange(T, device=q.device)
-    visible = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - window)  # (T, T)
+    visible = causal_mask(T, T, window, q.device)  # (T, T)
     return torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
 
 

@@ -22,7 +22,7 @@ import torch
 
 from gptiny_cli.data import Corpus, TargetText, Tokenizer, load_corpus
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.hardware.setup import for_evaluation
+from gptiny_cli.hardware.setup import for_evaluation, place
 from gptiny_cli.prepare.corpus import read_corpus
 from gptiny_cli.store.runs import LoadedRun, load_run
 from gptiny_cli.training.losses import full_split_loss
@@ -79,7 +79,7 @@ def _segments_loss(loaded: LoadedRun, segments: list[torch.Tensor], device: str,
     """Mean loss over every prediction in every segment (a segment of n tokens makes n - 1)."""
     dtype = loaded.config.train.dtype if precision_name == "auto" else precision_name
     dev, precision = for_evaluation(device, dtype)
-    model = loaded.model.to(dev)
+    model = place(loaded.model, dev)
     block, batch = loaded.config.model.block_size, loaded.config.train.batch_size
     total, count = 0.0, 0
     for tokens in segments:

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from gptiny_cli.data import get_windows, step_seed
-from gptiny_cli.hardware.setup import to_device
+from gptiny_cli.hardware.setup import place, to_device
 from gptiny_cli.model import build_model
 from gptiny_cli.store import manifest, runs, tensorfile
 from gptiny_cli.training import average, distributed, faults, state
@@ -243,7 +243,7 @@ def _stop_agreed(s: Session, should_stop: Callable[[], bool]) -> bool:
 def _finish(s: Session, interrupted: bool, early_stopped: bool, budget: Budget) -> Finished:
     final = None
     if not interrupted and s.world.is_main:
-        best = build_model(s.config.model, s.corpus.vocab.size).to(s.device)
+        best = place(build_model(s.config.model, s.corpus.vocab.size), s.device)
         tensorfile.load_weights(manifest.locate(s.run_dir) / manifest.BEST, best)
         c = s.config
         final = full_split_loss(best, s.corpus.val, c.model.block_size, c.train.batch_size,

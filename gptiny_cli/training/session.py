@@ -22,7 +22,7 @@ from gptiny_cli.errors import GptinyError
 from gptiny_cli.hardware import peaks
 from gptiny_cli.hardware.device import Precision, auto_compile, resolve_precision
 from gptiny_cli.hardware.memory import keep_freed_memory
-from gptiny_cli.hardware.setup import use_device
+from gptiny_cli.hardware.setup import place, use_device
 from gptiny_cli.model import build_model, count_params
 from gptiny_cli.store import atomic, manifest, runs
 from gptiny_cli.store.runlock import RunLock
@@ -97,7 +97,7 @@ def build(config: RunConfig, world: World, run_dir: Path, info: dict) -> Session
     if dev.type == "cpu":
         keep_freed_memory()  # a step reuses its activations' memory instead of faulting it in again
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
-    model = build_model(config.model, corpus.vocab.size).to(dev)
+    model = place(build_model(config.model, corpus.vocab.size), dev)
     counts = count_params(model)
     t = config.train
     info.update(tokenizer=corpus.vocab.kind, vocab_size=corpus.vocab.size,
