@@ -94,3 +94,17 @@ def test_rows_generate_past_a_fixed_block_refilling_before_the_step_that_would_n
     assert max(fed) < BLOCK and int(pool.positions.max()) <= BLOCK
     # after a refill the rows hold the newest BLOCK // 2 - 1 tokens, the step then feeds the next
     assert fed[0] == BLOCK // 2 - 1
+
+
+@pytest.mark.parametrize("position", ["learned", "rope"])
+@torch.inference_mode()
+def test_rows_sharing_a_position_the_host_knows_step_as_rows_masked_to_their_own(position):
+    model = tiny(position)
+    decoder, text = Decoder(model), torch.randint(VOCAB, (2, BLOCK))
+    logits = []
+    for known in (None, BLOCK - 1):
+        pool = Pool(model, 2, CPU)
+        decoder.prefill(text[:, :-1], pool, 0)
+        logits.append(decoder.step(text[:, -1], pool, 0, known))
+        assert pool.positions.tolist() == [BLOCK, BLOCK]
+    assert torch.allclose(logits[0], logits[1], atol=1e-6)
