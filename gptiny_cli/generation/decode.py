@@ -121,8 +121,10 @@ class Decoder:
             x = x + self.pos_emb[position]  # a view: no index tensor
         else:
             x = x + F.embedding(positions, self.pos_emb)
-        store, mask = self._where(positions, S) if position is None else ((slice(None), slice(None), position % S), None)
-        seen = S if position is None else min(position + 1, S)
+        if position is None:
+            (store, mask), seen = self._where(positions, S), S
+        else:  # one slot for every row, the filled ones read without a mask
+            store, mask, seen = (slice(None), slice(None), position % S), None, min(position + 1, S)
         for layer, (ln1, qkv, proj, ln2, ffn) in enumerate(self.layers):
             q, k, v = qkv(ln1(x)).float().view(R, 3, H, C // H).unbind(1)  # (R, H, D) each, in the pool's dtype
             if self.rotary:
