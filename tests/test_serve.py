@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from gptiny_cli.report.attention import insight
+from gptiny_cli.serve import flight
 from gptiny_cli.store.runs import load_run
 from tests.conftest import cli_env
 from tests.servetools import serving
@@ -211,6 +212,15 @@ def test_sixteen_concurrent_streaming_clients_all_receive_their_full_length(url)
             return await asyncio.gather(*(stream_length(client, url, 60) for _ in range(16)))
 
     assert asyncio.run(main()) == [60] * 16
+
+
+def test_the_end_of_a_stream_is_not_held_back_by_the_pause_that_gathers_its_text(url, monkeypatch):
+    # With a pause of 5 s between pieces, a stream whose last token comes during one would end 5 s late.
+    monkeypatch.setattr(flight, "GATHER_S", 5.0)
+    start = time.monotonic()
+    with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "A", "max_tokens": 40, "stream": True}) as r:
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]" and time.monotonic() - start < 2.5
 
 
 def test_a_stream_is_neither_cached_nor_buffered_by_a_proxy(url):

@@ -3,6 +3,7 @@ one whole completion or as a stream of server-sent events.
 
 The worker thread delivers events; the event loop takes them in batches (``Flight``), so that
 waking it, which takes the GIL from the worker, happens once per gathered piece and not per token.
+A job's end wakes the loop at once: the last piece does not wait out the gathering pause.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def busy() -> ApiError:
 class Flight:
     """One request's jobs in the engine, their events gathered for the event loop.
 
-    The worker appends events to a buffer and wakes the loop only when the buffer was empty;
-    the loop takes everything that piled up at once, then lets the next piece gather.
+    The worker appends events to a buffer and wakes the loop only when the buffer was empty, or
+    when a job is over; the loop takes everything that piled up at once, then lets the next piece
+    gather for ``GATHER_S`` or until a job ends.
     """
 
     def __init__(self, engine: Engine, completions: list[Completion]) -> None:
@@ -41,6 +43,7 @@ class Flight:
         self._buffer: list[tuple] = []
         self._lock = threading.Lock()
         self._ready = asyncio.Event()
+        self._over = asyncio.Event()  # a job ended (or failed) since the loop last took the buffer
         self.jobs = [Job(c, self._deliverer(p * c.n)) for p, c in enumerate(completions)]
         try:
             for job in self.jobs:
@@ -56,11 +59,17 @@ class Flight:
             kind, a, b = event
             with self._lock:
                 self._buffer.append((kind, a + offset, b) if kind in ("text", "end") else event)
-                wake = len(self._buffer) == 1
-            if wake:
+                first = len(self._buffer) == 1
+            over = kind in ("done", "error")
+            if first or over:
                 with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
-                    self._loop.call_soon_threadsafe(self._ready.set)
+                    self._loop.call_soon_threadsafe(self._wake, over)
         return deliver
+
+    def _wake(self, over: bool) -> None:  # on the event loop
+        self._ready.set()
+        if over:
+            self._over.set()
 
     def cancel(self) -> None:
         for job in self.jobs:
@@ -76,6 +85,7 @@ class Flight:
             with self._lock:
                 events, self._buffer = self._buffer, []
                 self._ready.clear()
+                self._over.clear()
             for kind, a, b in _merged(events):
                 if kind == "error":
                     raise ApiError(500, str(a), kind="server_error")
@@ -85,7 +95,8 @@ class Flight:
                 else:
                     yield kind, a, b
             if self.pending:  # let text gather: the first piece goes out at once, the rest in pieces
-                await asyncio.sleep(GATHER_S)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._over.wait(), GATHER_S)
 
 
 def _merged(events: list[tuple]) -> list[tuple]:
