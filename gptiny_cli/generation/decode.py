@@ -132,20 +132,36 @@ class Decoder:
             keys, values = pool.keys[layer, rows], pool.values[layer, rows]  # (R, H, S, D)
             keys[store] = k
             values[store] = v
-            y = F.scaled_dot_product_attention(q[:, :, None], keys[:, :, :seen], values[:, :, :seen],
-                                               attn_mask=mask)  # (R, H, 1, D)
-            x = x + proj(y.view(R, C).to(x.dtype))
+            if mask is None:
+                y = F.scaled_dot_product_attention(q[:, :, None], keys[:, :, :seen], values[:, :, :seen])
+            else:
+                y = masked_attention(q, keys, values, mask)
+            x = x + proj(y.reshape(R, C).to(x.dtype))  # y (R, H, 1, D) or (R * H, 1, D)
             x = x + ffn(ln2(x))
         pool.positions[rows] += 1
         return self.head(self.ln_f(x))  # (R, V)
 
     def _where(self, positions: torch.Tensor, S: int) -> tuple[tuple, torch.Tensor]:
         """For rows at positions (R,) of their own: the index of each row's new slot in (R, H, S, D),
-        and the additive mask (R, 1, 1, S) that hides the slots a row has not filled."""
+        and the additive mask (R * H, 1, S) that hides the slots a row has not filled, from every head."""
+        R = len(positions)
         filled = torch.clamp(positions + 1, max=S)  # (R,) slots that hold a position, the new one included
-        mask = torch.zeros(len(positions), 1, 1, S, device=positions.device)
+        mask = torch.zeros(R, self.heads, 1, S, device=positions.device)
         mask.masked_fill_(self.slots >= filled[:, None, None, None], float("-inf"))  # one mask for every layer
-        return (torch.arange(len(positions), device=positions.device), slice(None), positions % S), mask
+        return (torch.arange(R, device=positions.device), slice(None), positions % S), mask.view(R * self.heads, 1, S)
+
+
+def masked_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One query a row and head, q (R, H, D), over every slot of keys and values (R, H, S, D), the
+    additive ``mask`` (R * H, 1, S) hiding the empty ones: (R * H, 1, D).
+
+    Written out as two batched matrix products: on a CPU, 20% faster a batch step than the fused
+    kernel, whose per-(row, head) blocks suit long queries, not one (benchmarks/README.md).
+    """
+    R, H, S, D = keys.shape
+    scores = torch.baddbmm(mask, q.reshape(R * H, 1, D), keys.view(R * H, S, D).transpose(1, 2),
+                           alpha=D**-0.5)  # (R * H, 1, S)
+    return torch.bmm(torch.softmax(scores, dim=-1), values.view(R * H, S, D))
 
 
 def decoder_for(model: nn.Module) -> Decoder | None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.hardware.device import bf16_usable
+from gptiny_cli.hardware.device import bf16_usable, cpu_has_native_bf16
 
 PRECISIONS = ("float32", "bfloat16", "int8")
 
@@ -26,10 +26,20 @@ PRECISIONS = ("float32", "bfloat16", "int8")
 INT8_IN_MULTIPLE = 32
 
 
-class Int8Linear(nn.Module):
-    """y = x Wᵀ + b with W stored as int8 rows times a per-row scale, computed in bfloat16 on a CPU."""
+# From this many rows on (a prompt pass), a dense bfloat16 matmul of the int8 values beats the int8
+# kernel on a CPU with bf16 instructions: twice as fast at 63 rows, level at 16, four times slower
+# at one (benchmarks/README.md, "Prompt passes in bfloat16").
+DENSE_ROWS = 32
 
-    def __init__(self, linear: nn.Linear) -> None:
+
+class Int8Linear(nn.Module):
+    """y = x Wᵀ + b with W stored as int8 rows times a per-row scale, computed in bfloat16 on a CPU.
+
+    ``dense``: also keep the int8 values as bfloat16 (exactly: they are at most 127), which inputs
+    of ``DENSE_ROWS`` rows or more multiply instead; worth it only where bfloat16 is native.
+    """
+
+    def __init__(self, linear: nn.Linear, dense: bool = False) -> None:
         super().__init__()
         weight = linear.weight.detach().float()  # (out, in)
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127  # (out,)
@@ -37,21 +47,25 @@ class Int8Linear(nn.Module):
         self.register_buffer("scale", scale.to(torch.bfloat16))
         bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
         self.register_buffer("bias", bias)
+        self.register_buffer("dense", self.weight.to(torch.bfloat16) if dense else None, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # (N, in); a decoder step is 2-D already
-        y = torch._weight_int8pack_mm(flat, self.weight, self.scale)  # (N, out)
+        if self.dense is not None and flat.shape[0] >= DENSE_ROWS:
+            y = torch.mm(flat, self.dense.t()).mul_(self.scale)  # (N, out)
+        else:
+            y = torch._weight_int8pack_mm(flat, self.weight, self.scale)  # (N, out)
         if self.bias is not None:
             y.add_(self.bias)
         return y if x.dim() == 2 else y.view(*x.shape[:-1], y.shape[-1])
 
 
-def _swap_linears(module: nn.Module) -> None:
+def _swap_linears(module: nn.Module, dense: bool) -> None:
     for name, child in module.named_children():
         if isinstance(child, nn.Linear) and child.in_features % INT8_IN_MULTIPLE == 0:
-            setattr(module, name, Int8Linear(child))
+            setattr(module, name, Int8Linear(child, dense))
         else:
-            _swap_linears(child)
+            _swap_linears(child, dense)
 
 
 def for_inference(model: nn.Module, precision: str, device: torch.device) -> nn.Module:
@@ -69,5 +83,6 @@ def for_inference(model: nn.Module, precision: str, device: torch.device) -> nn.
     if precision == "float32":
         return model.to(device).eval()
     if precision == "int8":
-        _swap_linears(model)  # from the float32 weights; .to() below leaves the int8 ones as they are
+        _swap_linears(model, dense=cpu_has_native_bf16())  # from the float32 weights; .to() below leaves
+        # the int8 ones as they are
     return model.to(device=device, dtype=torch.bfloat16).eval()
