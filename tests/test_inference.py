@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from gptiny_cli.config import ModelConfig
 from gptiny_cli.errors import GptinyError
-from gptiny_cli.generation.inference import Int8Linear, for_inference
+from gptiny_cli.generation.inference import DENSE_ROWS, Int8Linear, for_inference
 from gptiny_cli.generation.sample import generate
 from gptiny_cli.model import build_model
 
@@ -38,6 +38,15 @@ def test_int8_linear_matches_its_dequantised_weights():
             got = quantised(x.bfloat16()).float()
             assert got.shape == (batch, 1, n_out)
             assert (got - exact).abs().max() < 0.02 * exact.abs().max()
+
+
+def test_an_int8_prompt_pass_in_bfloat16_gives_what_its_rows_give_one_at_a_time():
+    torch.manual_seed(0)
+    quantised = Int8Linear(nn.Linear(64, 96), dense=True)
+    x = torch.randn(DENSE_ROWS + 5, 64).bfloat16()  # enough rows for the dense matmul
+    alone = torch.cat([quantised(row[None]) for row in x]).float()  # one row: the int8 kernel
+    together = quantised(x).float()
+    assert (together - alone).abs().max() < 0.01 * alone.abs().max()
 
 
 def test_conversion_happens_in_place():
