@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gptiny_cli.config import ModelConfig
-from gptiny_cli.generation.sample import Sampler, filter_logits, generate, logits_to_probs
+from gptiny_cli.generation.sample import Sampler, draw_together, filter_logits, generate, logits_to_probs
 from gptiny_cli.model import build_model
 
 VOCAB = 11
@@ -74,6 +74,20 @@ def test_draws_follow_the_filtered_distribution(options):
                                options.get("top_p", 1.0))
     assert torch.equal(counts > 0, expected > 0)  # never outside the kept set
     assert torch.allclose(counts / draws, expected, atol=0.015)
+
+
+@pytest.mark.parametrize("second", [{"temperature": 0.7}, {"top_k": 3}, {"temperature": 0}],
+                         ids=["both-plain", "one-filtered", "one-greedy"])
+def test_samplers_drawn_together_draw_what_each_draws_alone(second):
+    def samplers() -> list[Sampler]:
+        return [Sampler(2, 9, temperature=1.3, generator=torch.Generator().manual_seed(1)),
+                Sampler(1, 9, generator=torch.Generator().manual_seed(2), **second)]
+
+    together, alone = samplers(), samplers()
+    for _ in range(50):
+        logits = [torch.randn(2, 9).bfloat16(), torch.randn(1, 9).bfloat16()]  # as an int8 model gives them
+        expected = torch.cat([sample(rows) for sample, rows in zip(alone, logits, strict=True)])
+        assert torch.equal(draw_together(together, logits), expected)
 
 
 def test_temperature_zero_takes_the_first_of_the_most_likely():

@@ -95,7 +95,7 @@ class Sampler:
         self.noise = torch.empty(0)
         self.step = 0
 
-    def _gumbel(self) -> torch.Tensor:
+    def gumbel(self) -> torch.Tensor:
         if self.step == len(self.noise):
             # Drawn where the generator lives (a CPU generator may drive a GPU model), then moved.
             where = self.generator.device if self.generator is not None else self.device
@@ -108,10 +108,23 @@ class Sampler:
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         if self.temperature == 0:
             return torch.argmax(logits, dim=-1)  # (B,)
-        noise = self._gumbel()  # (B, V)
-        if self.plain:
-            return torch.add(noise, logits, alpha=1 / self.temperature).argmax(dim=-1)
+        noise = self.gumbel()  # (B, V)
+        if self.plain:  # as draw_together computes it, so that a batch draws what each would alone
+            return (logits.float() * (1 / self.temperature)).add_(noise).argmax(dim=-1)
         return (filter_logits(logits, self.temperature, self.top_k, self.top_p) + noise).argmax(dim=-1)
+
+
+def draw_together(samplers: list[Sampler], logits: list[torch.Tensor]) -> torch.Tensor:
+    """The next token of every row of every sampler, in order (R,): each sampler's rows get exactly
+    what it draws alone (its own generator's noise). When every sampler is plain (a temperature
+    above 0 and no filter), their rows are drawn as one operation instead of one per sampler."""
+    if not all(s.plain and s.temperature > 0 for s in samplers):
+        return torch.cat([sample(rows) for sample, rows in zip(samplers, logits, strict=True)])
+    noise = torch.cat([s.gumbel() for s in samplers])  # (R, V)
+    inverse = torch.tensor([1 / s.temperature for s, rows in zip(samplers, logits, strict=True)
+                            for _ in range(len(rows))],
+                           dtype=torch.float32, device=noise.device)  # (R,), as the scalar is taken
+    return (torch.cat(logits).float() * inverse[:, None]).add_(noise).argmax(dim=-1)
 
 
 def plain_context(model: nn.Module) -> int:

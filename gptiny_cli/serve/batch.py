@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from gptiny_cli.generation.decode import Pool, Rows, decoder_for, step_rows
-from gptiny_cli.generation.sample import Sampler
+from gptiny_cli.generation.sample import Sampler, draw_together
 from gptiny_cli.model import Bigram
 
 
@@ -46,15 +46,19 @@ class Stream:
     def __init__(self, sampler: Sampler, rows: Rows | None, model: nn.Module, context: torch.Tensor) -> None:
         self.sample, self.rows, self.model = sampler, rows, model
         self.n = context.shape[0]
-        self.logits = rows.logits if rows is not None else model(context[:, -1:])[:, -1]  # (n, V)
+        self.bigram_logits = None if rows is not None else model(context[:, -1:])[:, -1]  # (n, V)
         self.token = torch.empty(0)
 
-    def draw(self) -> torch.Tensor:
-        """The next token of each sample (n,), from the logits of the last step."""
-        self.token = self.sample(self.rows.logits if self.rows is not None else self.logits)
+    @property
+    def logits(self) -> torch.Tensor:
+        """What the next tokens are drawn from (n, V)."""
+        return self.rows.logits if self.rows is not None else self.bigram_logits
+
+    def took(self, token: torch.Tensor) -> None:
+        """The next token of each sample (n,) was drawn: the next step feeds it."""
+        self.token = token
         if self.rows is not None:
-            self.rows.token = self.token
-        return self.token
+            self.rows.token = token
 
 
 class Batch:
@@ -100,11 +104,21 @@ class Batch:
             start += s.n
         self.streams = list(going)
 
+    def draw(self) -> list[int]:
+        """The next token of every sample in flight, the streams' in the order they joined, drawn
+        together (``draw_together``: what each stream's sampler would draw alone)."""
+        if not self.streams:
+            return []
+        tokens = draw_together([s.sample for s in self.streams], [s.logits for s in self.streams])  # (R,)
+        for s, token in zip(self.streams, tokens.split([s.n for s in self.streams]), strict=True):
+            s.took(token)
+        return tokens.tolist()
+
     def step(self) -> None:
         """Every stream in flight one token further (each has drawn its token)."""
         if isinstance(self.model, Bigram):
             for s in self.streams:
-                s.logits = self.model(s.token[:, None])[:, -1]
+                s.bigram_logits = self.model(s.token[:, None])[:, -1]
             return
         for s in self.streams:
             s.rows.ready()

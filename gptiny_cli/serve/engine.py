@@ -210,7 +210,11 @@ class Engine:
     def _round(self, active: list[_Active]) -> list[_Active]:
         """Every request in flight one token further; those that go on."""
         try:  # a failure anywhere in the round is delivered, rather than losing the worker thread
-            going = [a for a in active if not self._draw(a)]
+            tokens, going, at = self.batch.draw(), [], 0  # every stream's, even one cancelled since
+            for a in active:
+                if not self._take(a, tokens[at : at + a.stream.n]):
+                    going.append(a)
+                at += a.stream.n
             self.batch.keep([a.stream for a in going])
             self.batch.step()
         except Exception as error:
@@ -221,12 +225,12 @@ class Engine:
             return []
         return going
 
-    def _draw(self, a: _Active) -> bool:
-        """Draw a request's next tokens and pass their text on; True once it has ended."""
+    def _take(self, a: _Active, tokens: list[int]) -> bool:
+        """Pass the text of a request's next tokens on (one a sample); True once it has ended."""
         if a.job.cancelled.is_set():  # the request learns it is over, and waits no longer
             return self._end(a)
         table, texts = self.table, a.texts
-        for i, token in enumerate(a.stream.draw().tolist()):
+        for i, token in enumerate(tokens):
             sample = a.samples[i]
             if sample.stopped:
                 continue
