@@ -118,6 +118,8 @@ def draw_together(samplers: list[Sampler], logits: list[torch.Tensor]) -> torch.
     """The next token of every row of every sampler, in order (R,): each sampler's rows get exactly
     what it draws alone (its own generator's noise). When every sampler is plain (a temperature
     above 0 and no filter), their rows are drawn as one operation instead of one per sampler."""
+    if len(samplers) == 1:
+        return samplers[0](logits[0])
     if not all(s.plain and s.temperature > 0 for s in samplers):
         return torch.cat([sample(rows) for sample, rows in zip(samplers, logits, strict=True)])
     noise = torch.cat([s.gumbel() for s in samplers])  # (R, V)

@@ -110,8 +110,11 @@ class Batch:
         if not self.streams:
             return []
         tokens = draw_together([s.sample for s in self.streams], [s.logits for s in self.streams])  # (R,)
-        for s, token in zip(self.streams, tokens.split([s.n for s in self.streams]), strict=True):
-            s.took(token)
+        if len(self.streams) == 1:
+            self.streams[0].took(tokens)
+        else:
+            for s, token in zip(self.streams, tokens.split([s.n for s in self.streams]), strict=True):
+                s.took(token)
         return tokens.tolist()
 
     def step(self) -> None:
