@@ -74,10 +74,11 @@ def test_rows_keep_their_contents_when_the_pool_grows_and_when_others_leave():
     assert torch.allclose(decoder.step(b[:, -1], pool, 0)[0], model(b)[0, -1], atol=1e-5)
 
 
-def test_a_full_fixed_cache_keeps_its_newest_half_block_less_one():
-    recent = [torch.tensor([i]) for i in range(8)]
-    assert [int(t) for t in refill(recent, 8)] == [5, 6, 7]
-    assert refill(recent[:2], 2) == [] and refill(recent[:3], 3) == []
+def test_a_full_fixed_cache_keeps_its_newest_quarter_block_less_one():
+    recent = [torch.tensor([i]) for i in range(16)]
+    assert [int(t) for t in refill(recent, 16)] == [13, 14, 15]
+    assert [int(t) for t in refill(recent[:8], 8)] == [7]
+    assert all(refill(recent[:n], n) == [] for n in range(2, 8))
 
 
 @torch.inference_mode()
@@ -92,8 +93,8 @@ def test_rows_generate_past_a_fixed_block_refilling_before_the_step_that_would_n
         fed.append(rows.length)
         rows.step()
     assert max(fed) < BLOCK and int(pool.positions.max()) <= BLOCK
-    # after a refill the rows hold the newest BLOCK // 2 - 1 tokens, the step then feeds the next
-    assert fed[0] == BLOCK // 2 - 1
+    # after a refill the rows hold the newest BLOCK // 4 - 1 tokens, the step then feeds the next
+    assert fed[0] == BLOCK // 4 - 1
 
 
 @pytest.mark.parametrize("position", ["learned", "rope"])

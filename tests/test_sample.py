@@ -113,10 +113,10 @@ def test_with_rotary_positions_they_agree_far_past_the_block(options):
     assert torch.equal(cached, sampled(model, [1, 2], 5 * BLOCK, num_samples=2, use_cache=False, **options))
 
 
-def test_past_the_block_learned_positions_condition_on_the_last_half_to_whole_block():
+def test_past_the_block_learned_positions_condition_on_the_last_quarter_to_whole_block():
     model, prompt, n = tiny(), [1, 2, 3], 4 * BLOCK
     # The reference: every character from the full forward pass over the window the cache holds,
-    # which grows to a whole block and is then refilled with the last half block.
+    # which grows to a whole block and is then refilled with the last quarter block.
     context, window, expected = list(prompt), len(prompt), []
     sampler = Sampler(1, VOCAB, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -124,7 +124,7 @@ def test_past_the_block_learned_positions_condition_on_the_last_half_to_whole_bl
             token = sampler(model(torch.tensor([context[-window:]]))[:, -1])
             expected.append(token.item())
             context.append(token.item())
-            window = BLOCK // 2 if window == BLOCK else window + 1
+            window = BLOCK // 4 if window == BLOCK else window + 1
     assert sampled(model, prompt, n)[0].tolist() == expected
 
 

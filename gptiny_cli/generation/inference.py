@@ -27,9 +27,9 @@ INT8_IN_MULTIPLE = 32
 
 
 # From this many rows on (a prompt pass), a dense bfloat16 matmul of the int8 values beats the int8
-# kernel on a CPU with bf16 instructions: twice as fast at 63 rows, level at 16, four times slower
-# at one (benchmarks/README.md, "Prompt passes in bfloat16").
-DENSE_ROWS = 32
+# kernel on a CPU with bf16 instructions: twice as fast at 63 rows, 10-20% at 31 (a refill), level
+# at 24, slower below, four times slower at one (benchmarks/README.md, "Prompt passes in bfloat16").
+DENSE_ROWS = 24
 
 
 class Int8Linear(nn.Module):

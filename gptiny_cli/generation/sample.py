@@ -7,11 +7,11 @@ block_size characters the context has to slide, and how depends on the positions
   block_size - 1 characters before it. That is exactly what running the whole text through
   the model with a sliding attention window gives, which is what the plain loop does.
 - Learned positions: position block_size has no embedding, so when the cache is full it is
-  refilled from the last half block of text (one forward pass over it). From then on, until
-  it is full again, each new character is predicted from the last 128 to 256 characters
+  refilled from the last quarter block of text (one forward pass over it). From then on, until
+  it is full again, each new character is predicted from the last 64 to 256 characters
   (block 256) instead of always the last 256, as the plain loop does by cropping the text
-  to the last block_size characters at every step. A fuller refill would condition better
-  and cost more: it would come around more often, and each would be longer.
+  to the last block_size characters at every step. A fuller refill would condition slightly
+  better and cost more: it would come around more often, and each would be longer.
 
 A prompt longer than block_size is cut to its last block_size characters, in both loops.
 """
