@@ -1,6 +1,6 @@
 """One decode step for everything that generates: ``gptiny sample``, the server's batch, the notebooks.
 
-Samples decode as rows of one cache (``Pool``): keys and values (L, R, H, S, D), preallocated, and
+Samples decode as rows of one cache (``Pool``): keys and values (L, 2, R, H, S, D), preallocated, and
 each row's position on the device. A step (``Decoder.step``) feeds one new token to every row of a
 contiguous range of rows, each at its own position: the linear layers and feed-forward take the
 rows as one matrix, and one attention call per layer covers them all, each row masked to the
@@ -26,22 +26,34 @@ from gptiny_cli.model import GPT, Block, KVCache
 
 
 class Pool:
-    """Cache rows for samples at positions of their own: keys, values (L, R, H, S, D) in float32
-    (attention over a cache in bfloat16 is slow on CPUs) and ``positions`` (R,), what each row
-    has been fed. A rolling pool (rotary positions) keeps each row's newest S positions."""
+    """Cache rows for samples at positions of their own: ``kv`` (L, 2, R, H, S, D), every layer's
+    keys and values (``keys``, ``values``: its two halves), in float32 (attention over a cache in
+    bfloat16 is slow on CPUs), and ``positions`` (R,), what each row has been fed. One tensor for
+    both, so that a step stores a layer's new key and value in one operation. A rolling pool
+    (rotary positions) keeps each row's newest S positions."""
 
     def __init__(self, model: GPT, rows: int, device: torch.device) -> None:
-        cache = model.new_cache(rows, device, torch.float32)
-        self.keys, self.values, self.rolling = cache.keys, cache.values, cache.rolling
+        cfg = model.cfg
+        self.kv = torch.zeros(cfg.n_layer, 2, rows, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head,
+                              device=device)
+        self.rolling = cfg.position == "rope"
         self.positions = torch.zeros(rows, dtype=torch.long, device=device)
 
     @property
+    def keys(self) -> torch.Tensor:
+        return self.kv[:, 0]  # (L, R, H, S, D)
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.kv[:, 1]
+
+    @property
     def rows(self) -> int:
-        return self.keys.shape[1]
+        return self.kv.shape[2]
 
     @property
     def capacity(self) -> int:
-        return self.keys.shape[3]
+        return self.kv.shape[4]
 
     def view(self, start: int, stop: int) -> KVCache:
         """Rows start..stop as an empty KVCache (in place), for a prompt pass of the model into them."""
@@ -52,19 +64,15 @@ class Pool:
         if rows <= self.rows:
             return
         new = max(rows, 2 * self.rows)
-        shape = (self.keys.shape[0], new, *self.keys.shape[2:])
-        for name in ("keys", "values"):
-            old = getattr(self, name)
-            grown = old.new_zeros(shape)
-            grown[:, : old.shape[1]] = old
-            setattr(self, name, grown)
+        grown = self.kv.new_zeros((*self.kv.shape[:2], new, *self.kv.shape[3:]))
+        grown[:, :, : self.rows] = self.kv
+        self.kv = grown
         self.positions = torch.cat([self.positions, self.positions.new_zeros(new - len(self.positions))])
 
     def keep(self, rows: torch.Tensor) -> None:
         """Move the listed rows (in that order) to the front, dropping the others' contents."""
         n = len(rows)
-        self.keys[:, :n] = self.keys[:, rows]
-        self.values[:, :n] = self.values[:, rows]
+        self.kv[:, :, :n] = self.kv[:, :, rows]
         self.positions[:n] = self.positions[rows]
 
 
@@ -124,14 +132,16 @@ class Decoder:
         if position is None:
             (store, mask), seen = self._where(positions, S), S
         else:  # one slot for every row, the filled ones read without a mask
-            store, mask, seen = (slice(None), slice(None), position % S), None, min(position + 1, S)
+            store, mask, seen = (slice(None), slice(None), slice(None), position % S), None, min(position + 1, S)
         for layer, (ln1, qkv, proj, ln2, ffn) in enumerate(self.layers):
-            q, k, v = qkv(ln1(x)).float().view(R, 3, H, C // H).unbind(1)  # (R, H, D) each, in the pool's dtype
+            qkv_rows = qkv(ln1(x)).float().view(R, 3, H, C // H)  # (R, 3, H, D), in the pool's dtype
+            q, new = qkv_rows[:, 0], qkv_rows[:, 1:]  # (R, H, D); this position's key and value (R, 2, H, D)
             if self.rotary:
-                q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
-            keys, values = pool.keys[layer, rows], pool.values[layer, rows]  # (R, H, S, D)
-            keys[store] = k
-            values[store] = v
+                q = self._rotate(q, cos, sin)
+                new[:, 0] = self._rotate(new[:, 0], cos, sin)
+            layer_kv = pool.kv[layer, :, rows]  # (2, R, H, S, D)
+            layer_kv[store] = new if mask is not None else new.transpose(0, 1)  # indexed by tensors: rows first
+            keys, values = layer_kv  # (R, H, S, D) each
             if mask is None:
                 y = F.scaled_dot_product_attention(q[:, :, None], keys[:, :, :seen], values[:, :, :seen])
             else:
@@ -142,13 +152,15 @@ class Decoder:
         return self.head(self.ln_f(x))  # (R, V)
 
     def _where(self, positions: torch.Tensor, S: int) -> tuple[tuple, torch.Tensor]:
-        """For rows at positions (R,) of their own: the index of each row's new slot in (R, H, S, D),
-        and the additive mask (R * H, 1, S) that hides the slots a row has not filled, from every head."""
+        """For rows at positions (R,) of their own: the index of each row's new slot in a layer's keys
+        and values (2, R, H, S, D), and the additive mask (R * H, 1, S) that hides the slots a row has
+        not filled, from every head."""
         R = len(positions)
         filled = torch.clamp(positions + 1, max=S)  # (R,) slots that hold a position, the new one included
         mask = torch.zeros(R, self.heads, 1, S, device=positions.device)
         mask.masked_fill_(self.slots >= filled[:, None, None, None], float("-inf"))  # one mask for every layer
-        return (torch.arange(R, device=positions.device), slice(None), positions % S), mask.view(R * self.heads, 1, S)
+        slot = (slice(None), torch.arange(R, device=positions.device), slice(None), positions % S)
+        return slot, mask.view(R * self.heads, 1, S)
 
 
 def masked_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
