@@ -76,8 +76,8 @@ def test_draws_follow_the_filtered_distribution(options):
     assert torch.allclose(counts / draws, expected, atol=0.015)
 
 
-@pytest.mark.parametrize("second", [{"temperature": 0.7}, {"top_k": 3}, {"temperature": 0}],
-                         ids=["both-plain", "one-filtered", "one-greedy"])
+@pytest.mark.parametrize("second", [{"temperature": 0.7}, {"temperature": 1.3}, {"top_k": 3}, {"temperature": 0}],
+                         ids=["both-plain", "one-temperature", "one-filtered", "one-greedy"])
 def test_samplers_drawn_together_draw_what_each_draws_alone(second):
     def samplers() -> list[Sampler]:
         return [Sampler(2, 9, temperature=1.3, generator=torch.Generator().manual_seed(1)),

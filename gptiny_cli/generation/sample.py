@@ -123,6 +123,8 @@ def draw_together(samplers: list[Sampler], logits: list[torch.Tensor]) -> torch.
     if not all(s.plain and s.temperature > 0 for s in samplers):
         return torch.cat([sample(rows) for sample, rows in zip(samplers, logits, strict=True)])
     noise = torch.cat([s.gumbel() for s in samplers])  # (R, V)
+    if len({s.temperature for s in samplers}) == 1:  # one scalar for all, as each sampler takes it
+        return (torch.cat(logits).float() * (1 / samplers[0].temperature)).add_(noise).argmax(dim=-1)
     inverse = torch.tensor([1 / s.temperature for s, rows in zip(samplers, logits, strict=True)
                             for _ in range(len(rows))],
                            dtype=torch.float32, device=noise.device)  # (R,), as the scalar is taken
@@ -225,6 +227,8 @@ class SampleText:
         if self.stopped:
             return ""
         self.generated += len(chars)
+        if not self.stops:  # nothing to look for: every character is the text's (the server's usual case)
+            return self._accept(chars)
         buffer = self.pending + chars
         found = [at for at in (buffer.find(stop) for stop in self.stops if stop) if at >= 0]
         if found:
