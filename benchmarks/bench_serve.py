@@ -2,6 +2,7 @@
 
     python benchmarks/bench_serve.py [--config configs/shakespeare-cpu.toml] [--corpus input.txt] [--run RUN]
                                      [--tokens 300] [--clients 1 4 16] [--precision auto] [--rounds 3]
+                                     [--trials 0]
 
 Without --run, makes a run of --config after one training step (speed does not depend on what
 the weights are). Then two measurements, each client asking for --tokens characters from the
@@ -12,6 +13,8 @@ prompt "ROMEO:":
   alternating rounds; the ratio is what batching buys, measured in one process.
 - ``gptiny sample``'s own loop (``generate``) on the same model, precision, prompt and length, in this
   process, beside the worker's single stream: the yardstick for one request (issue #25: ≥ 90%).
+- With --trials N: N trials of one request, the most clients batched and one by one, in turn,
+  and their medians (on a machine whose speed drifts, a trial's ratios are the ones to trust).
 - End to end: ``gptiny serve`` in its own process on 127.0.0.1, each client a streaming
   ``/v1/completions`` request over HTTP (httpx), all started together.
 """
@@ -139,6 +142,21 @@ def start_server(run_dir: Path, precision: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("gptiny serve did not start")
 
 
+def interleaved(build, chars: tuple[str, ...], clients: int, tokens: int, trials: int) -> None:
+    """One request, ``clients`` batched and one by one, in turn, ``trials`` times: on a machine whose
+    speed drifts, each trial's ratios compare runs made within seconds of each other."""
+    rows = []
+    for _ in range(trials):
+        rows.append([engine_round(build, chars, n, tokens, batch)[0]
+                     for n, batch in ((1, True), (clients, True), (clients, False))])
+    one, many, apart = (statistics.median(r[i] for r in rows) for i in range(3))
+    to_one = sorted(r[1] / r[0] for r in rows)
+    print(f"{trials} interleaved trials, medians: one request {one:,.0f} chars/s, {clients} batched {many:,.0f}, "
+          f"one by one {apart:,.0f}; batched against one request {statistics.median(to_one):.2f}x "
+          f"({to_one[0]:.2f}-{to_one[-1]:.2f}), against one by one "
+          f"{statistics.median(r[1] / r[2] for r in rows):.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "shakespeare-cpu.toml")
@@ -148,6 +166,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--rounds", type=int, default=3, help="runs of the worker alone, the best one kept")
+    parser.add_argument("--trials", type=int, default=0,
+                        help="then this many interleaved trials of one request and the most clients, medians")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run or make_run(args.config, args.corpus, Path(tmp))
@@ -177,6 +197,8 @@ def main() -> None:
                 apart = max(apart, engine_round(build, chars, clients, args.tokens, batch=False)[0])
             print(f"{'':17}{clients:>7}  {together:>15,.0f}  {apart:>18,.0f}  {together / apart:>5.2f}  "
                   f"{first * 1000:>8.1f} ms")
+        if args.trials:
+            interleaved(build, chars, max(args.clients), args.tokens, args.trials)
         server, url = start_server(run_dir, args.precision)
         try:
             asyncio.run(http_round(url, 1, 50))  # warm-up: a server's first request pays for lazy set-up
