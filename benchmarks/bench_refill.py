@@ -3,7 +3,7 @@
     python benchmarks/bench_refill.py RUN [--data DIR] [--keep 0 15 31 47 63 95] [--precision int8]
 
 When a learned-position cache is full, generation keeps its newest k tokens (``decode.refill``)
-and feeds them again from position 0; the text after that is predicted from k to block_size
+and feeds them again from position 0; the text after that is predicted from k + 1 to block_size
 characters of context. For each k this prints:
 
 - the validation loss of text decoded that way: the whole split scored in windows of the block
@@ -37,7 +37,7 @@ from gptiny_cli.store.runs import load_run  # noqa: E402
 
 @torch.inference_mode()
 def decoded_loss(model: torch.nn.Module, val: torch.Tensor, keep: int) -> float:
-    """Mean loss over the split of predictions made with keep..block_size - 1 tokens before them."""
+    """Mean loss over the split of predictions made with keep + 1..block_size tokens of context."""
     T = model.block_size
     starts = torch.arange(0, len(val) - T - 1, T - keep)
     total, count = 0.0, 0

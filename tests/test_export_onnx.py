@@ -57,9 +57,10 @@ def onnx_greedy(out: Path, prompt: str, n: int) -> str:
         if spec["position_encoding"] == "rope":  # a sliding window: the newest S - 1 positions and this one
             logits, past = run_graph(graph, [[token]], position, tuple(p[:, :, :, -(S - 1):] for p in past))
             position += 1
-        elif past[0].shape[3] == S:  # learned positions: refill from the last S // 4 characters
-            logits, past = run_graph(graph, [history[-(S // 4):]], 0, empty_past(spec, 1))
-            position = S // 4
+        elif past[0].shape[3] == S:  # learned positions: refill from the last max(1, S // 4) characters
+            keep = max(1, S // 4)
+            logits, past = run_graph(graph, [history[-keep:]], 0, empty_past(spec, 1))
+            position = keep
         else:
             logits, past = run_graph(graph, [[token]], position, past)
             position += 1

@@ -159,10 +159,10 @@ def test_a_failure_while_drawing_is_delivered_and_the_worker_serves_on():
         engine.close()
 
 
-@pytest.mark.parametrize("block_size", [2, 3])
-def test_a_block_of_two_or_three_positions_generates_past_it_alone_and_served(block_size):
-    # A full learned-position cache is refilled with its newest quarter block less one: for
-    # blocks this small, nothing but the new token (the refill once took the whole history and failed).
+@pytest.mark.parametrize("block_size", range(2, 9))
+def test_a_block_of_two_to_eight_positions_generates_past_it_alone_and_served(block_size):
+    # A full learned-position cache is refilled with its newest quarter block less one: below a
+    # block of 8, nothing but the new token (the refill once took the whole history and failed).
     torch.manual_seed(0)
     cfg = ModelConfig(n_embd=16, block_size=block_size, n_layer=1, n_head=2, dropout=0.0)
     model = for_inference(build_model(cfg, len(CHARS)), "float32", torch.device("cpu"))

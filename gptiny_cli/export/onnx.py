@@ -17,7 +17,7 @@ cache. A query sees at most block_size positions, itself included, as in ``model
 
 Past block_size characters, do what gptiny does (``generation/sample.py``): with rotary
 positions keep only the newest block_size - 1 positions of the cache and go on counting
-``position``; with learned positions refill from the last block_size // 4 characters with P = 0
+``position``; with learned positions refill from the last max(1, block_size // 4) characters with P = 0
 and position 0. ``gptiny-onnx.json`` says this too, with the names and shapes.
 """
 
@@ -155,7 +155,7 @@ def description(model: GPT, vocab: Tokenizer) -> dict:
     cache = ["n_layer", "batch", "n_head", "past", "head_dim"]
     rolling = ("keep the newest block_size - 1 positions of present_keys/present_values as the next past, "
                "and let position go on counting")
-    refill = (f"when past holds block_size positions, feed the last block_size // 4 {per} again "
+    refill = (f"when past holds block_size positions, feed the last max(1, block_size // 4) {per} again "
               "with an empty past and position 0")
     spec = {
         "format": "gptiny-onnx-1",

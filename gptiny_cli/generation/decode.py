@@ -5,7 +5,8 @@ each row's position on the device. A step (``Decoder.step``) feeds one new token
 contiguous range of rows, each at its own position: the linear layers and feed-forward take the
 rows as one matrix, and one attention call per layer covers them all, each row masked to the
 slots it has filled. So the one sequence of ``gptiny sample`` and sixteen requests at sixteen
-positions in a server run the same code, and a seed gives the same text in both.
+positions in a server run the same code, and a seed gives the same text in both (with int8
+weights, up to a batch of ``inference.DENSE_ROWS`` rows).
 
 Nothing in a batch's step depends on a value read back from the device: the positions are a
 device tensor, the cache is not sliced to a length, the rotary frequencies are built once; that
@@ -190,7 +191,7 @@ def refill(recent: list[torch.Tensor], capacity: int) -> list[torch.Tensor]:
     and the next three quarters of a block of steps need no refill.
 
     A quarter rather than half a block: on the ten-minute recipe's model the loss of text decoded
-    this way was 1.4348 against 1.4333, and refilling costs a third as much a character
+    this way was 1.4348 against 1.4333, and refilling costs about half as much a character
     (benchmarks/README.md).
     """
     keep = capacity // 4 - 1  # 0 below a block of 8, where recent[-0:] would be the whole list

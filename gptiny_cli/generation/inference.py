@@ -27,8 +27,10 @@ INT8_IN_MULTIPLE = 32
 
 
 # From this many rows on (a prompt pass), a dense bfloat16 matmul of the int8 values beats the int8
-# kernel on a CPU with bf16 instructions: twice as fast at 63 rows, 10-20% at 31 (a refill), level
+# kernel on a CPU with bf16 instructions: twice as fast at 63 rows, 6-25% at 31 (a refill), level
 # at 24, slower below, four times slower at one (benchmarks/README.md, "Prompt passes in bfloat16").
+# A batch step of that many rows takes it too; its logits then differ from a single row's in the
+# last bits of bfloat16, so an int8 sample in so large a batch can differ from the same seed alone.
 DENSE_ROWS = 24
 
 
