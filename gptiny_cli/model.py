@@ -224,25 +224,31 @@ class GPT(nn.Module):
         With rotary positions T may exceed block_size: each position then attends to the
         block_size positions ending at it, as a rolling cache does.
         """
-        B, T = idx.shape
+        T = idx.shape[1]
         start = 0
         if cache is not None:
             cache.check_room(T)
             start = cache.length
         elif T > self.cfg.block_size and self.cfg.position == "learned":
             raise ValueError(f"sequence of {T} positions exceeds block_size {self.cfg.block_size}")
+        x, rope = self.embed(idx, start)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, rope, cache, layer)
+        if cache is not None:
+            cache.length += T
+        return self.head(self.ln_f(x))  # (B, T, V)
+
+    def embed(self, idx: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, Rotary | None]:
+        """The first block's input (B, T, C) for token ids (B, T) at positions start..start + T, and
+        the rotation of those positions (None with learned positions, which are added here)."""
+        T = idx.shape[1]
         x = self.tok_emb(idx)  # (B, T, C)
         rope = None
         if self.cfg.position == "learned":
             x = x + self.pos_emb.weight[start : start + T]  # (T, C), a view: no index tensor per step
         else:
             rope = Rotary(torch.arange(start, start + T, device=idx.device), self.cfg.n_embd // self.cfg.n_head)
-        x = self.dropout(x)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, rope, cache, layer)
-        if cache is not None:
-            cache.length += T
-        return self.head(self.ln_f(x))  # (B, T, V)
+        return self.dropout(x), rope
 
 
 class Bigram(nn.Module):

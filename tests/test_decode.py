@@ -81,6 +81,17 @@ def test_a_full_fixed_cache_keeps_its_newest_quarter_block_less_one():
     assert all(refill(recent[:n], n) == [] for n in range(2, 8))
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
+@torch.inference_mode()
+def test_a_refill_stores_the_keys_and_values_of_the_full_forward_pass_and_no_logits(position):
+    model = tiny(position)
+    context = torch.randint(VOCAB, (2, BLOCK // 2))
+    full, refilled = Pool(model, 2, CPU), Pool(model, 2, CPU)
+    Decoder(model).prefill(context, full, 0)
+    assert Decoder(model).prefill(context, refilled, 0, logits=False) is None
+    assert torch.equal(refilled.kv, full.kv) and torch.equal(refilled.positions, full.positions)
+
+
 @torch.inference_mode()
 def test_rows_generate_past_a_fixed_block_refilling_before_the_step_that_would_not_fit():
     model = tiny()

@@ -98,12 +98,27 @@ class Decoder:
         self.inv_freq = 10000.0 ** (-torch.arange(0, D, 2, device=device).float() / D)  # (D/2,), as model.Rotary
         self.slots = torch.arange(cfg.block_size, device=device)  # (S,)
 
-    def prefill(self, context: torch.Tensor, pool: Pool, start: int) -> torch.Tensor:
-        """Feed the contexts (n, T) to rows start..start + n (which forget what they held): last logits (n, V)."""
+    def prefill(self, context: torch.Tensor, pool: Pool, start: int, logits: bool = True) -> torch.Tensor | None:
+        """Feed the contexts (n, T) to rows start..start + n (which forget what they held): the last
+        logits (n, V), or, without ``logits``, None: a refill needs only the keys and values."""
         n, T = context.shape
-        logits = self.model(context, pool.view(start, start + n))[:, -1]
+        cache = pool.view(start, start + n)
+        last = self.model(context, cache)[:, -1] if logits else self._keys_and_values(context, cache)
         pool.positions[start : start + n] = T
-        return logits
+        return last
+
+    def _keys_and_values(self, context: torch.Tensor, cache: KVCache) -> None:
+        """Store every layer's keys and values of the contexts (n, T) in ``cache``, as the model's
+        forward pass does, but no further: past the last layer's keys and values, its attention,
+        feed-forward and the head would serve only logits. A refill costs a fifth less."""
+        x, rope = self.model.embed(context)  # (n, T, C)
+        *first, last = self.model.blocks
+        for layer, block in enumerate(first):
+            x = block(x, rope, cache, layer)
+        n, T, C = x.shape
+        qkv = last.attn.qkv(last.ln1(x)).view(n, T, 3, self.heads, C // self.heads)  # as CausalSelfAttention splits
+        k, v = qkv[:, :, 1:].permute(2, 0, 3, 1, 4)  # (n, H, T, D) each, in the weights' dtype as there
+        cache.update(len(first), rope.rotate(k) if rope is not None else k, v)
 
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x (R, H, D) rotated as model.Rotary rotates a position: each row by its own angles (R, 1, D/2)."""
@@ -218,9 +233,11 @@ class Rows:
         self.logits = self._feed_context(context)  # (n, V)
         self.token = torch.empty(0)
 
-    def _feed_context(self, context: torch.Tensor) -> torch.Tensor:
+    def _feed_context(self, context: torch.Tensor, logits: bool = True) -> torch.Tensor | None:
+        """The context fed to rows that forget what they held: its last logits (n, V), when asked for
+        (after a refill the next step makes them; a Decoder then spares the work)."""
         if self.decoder is not None:
-            return self.decoder.prefill(context, self.pool, self.start)
+            return self.decoder.prefill(context, self.pool, self.start, logits)
         self.cache.length = 0
         return self.model(context, self.cache)[:, -1]
 
@@ -231,7 +248,7 @@ class Rows:
         self.recent = refill(self.recent, self.capacity)
         self.length = len(self.recent)
         if self.recent:
-            self._feed_context(torch.stack(self.recent, dim=1))
+            self._feed_context(torch.stack(self.recent, dim=1), logits=False)
         elif self.decoder is not None:
             self.pool.positions[self.start : self.start + self.n] = 0
         else:
