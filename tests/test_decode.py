@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gptiny_cli.config import ModelConfig
-from gptiny_cli.generation.decode import Decoder, Pool, Rows, refill
+from gptiny_cli.generation.decode import Decoder, Pool, Rows, refill, refill_together
 from gptiny_cli.model import build_model
 
 CPU = torch.device("cpu")
@@ -90,6 +90,22 @@ def test_a_refill_stores_the_keys_and_values_of_the_full_forward_pass_and_no_log
     Decoder(model).prefill(context, full, 0)
     assert Decoder(model).prefill(context, refilled, 0, logits=False) is None
     assert torch.equal(refilled.kv, full.kv) and torch.equal(refilled.positions, full.positions)
+
+
+@torch.inference_mode()
+def test_full_rows_refilled_together_hold_what_each_refill_alone_leaves():
+    model = tiny()
+    decoder = Decoder(model)
+    contexts = [torch.randint(VOCAB, (n, BLOCK)) for n in (2, 1, 3)]
+    alone, together = Pool(model, 6, CPU), Pool(model, 6, CPU)
+    groups = {pool: [Rows(model, decoder, pool, c, start) for c, start in zip(contexts, (0, 2, 3), strict=True)]
+              for pool in (alone, together)}
+    for rows in groups[alone]:
+        rows.ready()
+    refill_together(decoder, together, [groups[together][0], groups[together][2]])  # not the middle one
+    groups[together][1].ready()
+    assert torch.allclose(together.kv, alone.kv, atol=1e-6) and torch.equal(together.positions, alone.positions)
+    assert [r.length for r in groups[together]] == [r.length for r in groups[alone]] == [BLOCK // 4 - 1] * 3
 
 
 @torch.inference_mode()

@@ -13,7 +13,7 @@ from gptiny_cli.config import ModelConfig
 from gptiny_cli.generation.inference import for_inference
 from gptiny_cli.generation.sample import generate
 from gptiny_cli.model import build_model
-from gptiny_cli.serve.batch import Completion
+from gptiny_cli.serve.batch import Batch, Completion
 from gptiny_cli.serve.engine import Engine, Job, QueueFull
 
 CHARS = tuple("abcdefghij")
@@ -70,6 +70,26 @@ def test_requests_decoded_together_get_the_texts_each_gets_alone(arch, position,
     # block_size (8) learned positions refill their cache while the others step on
     model = tiny_model(arch, position, precision)
     assert together(model, MIXED) == [alone(model, c) for c in MIXED]
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_full_caches_wait_for_each_other_and_refill_together_each_text_still_its_own(precision):
+    # one stream joins per round, as in the engine, so their block-8 caches fill rounds apart
+    model, completions = tiny_model(precision=precision), [Completion([1, 2, 3], 24, seed=seed) for seed in range(3)]
+    batch, drawn, waits = Batch(model), {}, 0
+    for round_ in range(40):
+        if round_ < len(completions):
+            c = completions[round_]
+            drawn[batch.join(c, torch.Generator().manual_seed(c.seed), 0)] = []
+        drawing = [s for s in batch.streams if s.drawing]
+        waits += len(batch.streams) - len(drawing)
+        tokens = batch.draw()
+        for i, s in enumerate(drawing):
+            drawn[s].append(CHARS[tokens[i]])
+        batch.keep([s for s in batch.streams if len(drawn[s]) < 24])
+        batch.step()
+    assert waits > 0
+    assert [["".join(text)] for text in drawn.values()] == [alone(model, c) for c in completions]
 
 
 # BPE's table: tokens of bytes, some ending inside a character ("你" is e4 bd a0, "🙂" f0 9f 99 82)

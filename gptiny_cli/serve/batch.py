@@ -8,6 +8,11 @@ step (``Batch.step``) runs the new position of every row in flight through one `
 the linear layers and feed-forward as one matrix, and one attention call per layer, each row at
 its own position. A request that ends gives its rows back at once (the rows after it move up), so
 the rows in flight are always the pool's first R, and a step reads no row it does not need.
+
+A full learned-position cache waits, up to ``WAIT_ROUNDS`` rounds, for others to fill, so that
+they refill in one prompt pass (``decode.refill_together``): each refill costs a stream the same
+alone or in a batch, and done one by one they were a sixth of a 16-stream round. A waiting
+stream draws nothing, so its text is what it would be without waiting (tested).
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from gptiny_cli.generation.decode import Pool, Rows, decoder_for, step_rows
+from gptiny_cli.generation.decode import Pool, Rows, decoder_for, refill_together, step_rows
 from gptiny_cli.generation.sample import Sampler, draw_together
 from gptiny_cli.model import Bigram
+
+# How many rounds a full cache waits for company: at about 2.3 ms a round of 16 streams, a pause
+# of under 20 ms once in 97 characters, where 8 streams refill in 2.5 times the time of one (int8,
+# avx512-bf16 class; 3.5 times in float32 held to AVX2; benchmarks/README.md).
+WAIT_ROUNDS = 8
 
 
 @dataclass
@@ -48,6 +58,12 @@ class Stream:
         self.n = context.shape[0]
         self.bigram_logits = None if rows is not None else model(context[:, -1:])[:, -1]  # (n, V)
         self.token = torch.empty(0)
+        self.waited: int | None = None  # rounds its full cache has waited to be refilled
+
+    @property
+    def drawing(self) -> bool:
+        """Whether it draws this round: not while it waits, with its last token not yet fed."""
+        return self.waited is None
 
     @property
     def logits(self) -> torch.Tensor:
@@ -105,15 +121,16 @@ class Batch:
         self.streams = list(going)
 
     def draw(self) -> list[int]:
-        """The next token of every sample in flight, the streams' in the order they joined, drawn
+        """The next token of every sample of the drawing streams, in the order they joined, drawn
         together (``draw_together``: what each stream's sampler would draw alone)."""
-        if not self.streams:
+        streams = [s for s in self.streams if s.drawing]
+        if not streams:
             return []
-        tokens = draw_together([s.sample for s in self.streams], [s.logits for s in self.streams])  # (R,)
-        if len(self.streams) == 1:
-            self.streams[0].took(tokens)
+        tokens = draw_together([s.sample for s in streams], [s.logits for s in streams])  # (R,)
+        if len(streams) == 1:
+            streams[0].took(tokens)
         else:
-            for s, token in zip(self.streams, tokens.split([s.n for s in self.streams]), strict=True):
+            for s, token in zip(streams, tokens.split([s.n for s in streams]), strict=True):
                 s.took(token)
         return tokens.tolist()
 
@@ -123,10 +140,27 @@ class Batch:
             for s in self.streams:
                 s.bigram_logits = self.model(s.token[:, None])[:, -1]
             return
-        for s in self.streams:
-            s.rows.ready()
         if self.decoder is None or not self.batch:
             for s in self.streams:
+                s.rows.ready()
                 s.rows.step()
         elif self.streams:
-            step_rows(self.decoder, self.pool, [s.rows for s in self.streams])
+            waiting = self._make_room()
+            step_rows(self.decoder, self.pool, [s.rows for s in self.streams], waiting)
+
+    def _make_room(self) -> frozenset[int]:
+        """Refill the full caches together once one has waited ``WAIT_ROUNDS`` rounds, or when no
+        stream could step without a refill; the numbers of the streams that wait on."""
+        full = [i for i, s in enumerate(self.streams) if s.rows.full]
+        if not full:
+            return frozenset()
+        longest = max(self.streams[i].waited or 0 for i in full)
+        if len(full) == len(self.streams) or longest >= WAIT_ROUNDS:
+            refill_together(self.decoder, self.pool, [self.streams[i].rows for i in full])
+            for i in full:
+                self.streams[i].waited = None
+            return frozenset()
+        for i in full:
+            waited = self.streams[i].waited
+            self.streams[i].waited = 0 if waited is None else waited + 1
+        return frozenset(full)

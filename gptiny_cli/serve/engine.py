@@ -210,8 +210,12 @@ class Engine:
     def _round(self, active: list[_Active]) -> list[_Active]:
         """Every request in flight one token further; those that go on."""
         try:  # a failure anywhere in the round is delivered, rather than losing the worker thread
-            tokens, going, at = self.batch.draw(), [], 0  # every stream's, even one cancelled since
+            tokens, going, at = self.batch.draw(), [], 0  # every drawing stream's, even one cancelled since
             for a in active:
+                if not a.stream.drawing:  # waiting for a refill: it has no new token
+                    if not (a.job.cancelled.is_set() and self._end(a)):
+                        going.append(a)
+                    continue
                 if not self._take(a, tokens[at : at + a.stream.n]):
                     going.append(a)
                 at += a.stream.n
