@@ -92,6 +92,42 @@ def test_full_caches_wait_for_each_other_and_refill_together_each_text_still_its
     assert [["".join(text)] for text in drawn.values()] == [alone(model, c) for c in completions]
 
 
+def test_a_request_cancelled_while_its_full_cache_waits_is_done_at_once_and_the_others_go_on():
+    # prompt 3, block 8: after its 5th step the first cache is full; it draws its 6th token, then
+    # waits for the second (a round behind) and is cancelled then, with no token in between
+    model = tiny_model()
+    first, second = Completion([1, 2, 3], 20, seed=1), Completion([1, 2, 3], 20, seed=2)
+    events: list[tuple] = []
+    finished = threading.Semaphore(0)
+
+    texts, second_at_done = [""], []
+
+    def deliver_first(event: tuple) -> None:
+        events.append(event)
+        if event[0] == "text" and sum(e[0] == "text" for e in events) == 6:
+            job.cancel()
+        if event[0] == "done":
+            second_at_done.append(len(texts[0]))
+            finished.release()
+
+    def deliver_second(event: tuple) -> None:
+        if event[0] == "text":
+            texts[0] += event[2]
+        elif event[0] == "done":
+            finished.release()
+
+    engine = Engine(model, CHARS)
+    job = Job(first, deliver_first)
+    engine.submit(job)
+    engine.submit(Job(second, deliver_second))
+    engine.start()
+    assert finished.acquire(timeout=30) and finished.acquire(timeout=30)
+    engine.close()
+    assert [e[0] for e in events] == ["text"] * 6 + ["done"] and events[-1][1] == 6
+    assert second_at_done == [5]  # the next round, not once the wait was over
+    assert texts == alone(model, second)
+
+
 # BPE's table: tokens of bytes, some ending inside a character ("你" is e4 bd a0, "🙂" f0 9f 99 82)
 BYTES = (b"a", b" ", b"\xe4\xbd", b"\xa0", b"\xf0\x9f\x99", b"\x82", b"\xe4\xbd\xa0", b"\n", b"b", b"c")
 
