@@ -279,7 +279,7 @@ def refill_together(decoder: Decoder, pool: Pool, group: list[Rows]) -> None:
     """Refill the full fixed caches of ``group``, rows anywhere in ``pool``, in one prompt pass.
 
     Each keeps what ``Rows.ready`` would keep, computed as one batch: 16 rows of the CPU config
-    refill in 4.2 times the time of one in int8 (benchmarks/README.md). The keys and values are
+    refill in 4.6 times the time of one in int8 (benchmarks/README.md). The keys and values are
     made in a cache of just the kept positions, then copied to the rows' first slots.
     """
     kept = [refill(g.recent, g.capacity) for g in group]

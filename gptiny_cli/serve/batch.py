@@ -27,8 +27,8 @@ from gptiny_cli.generation.sample import Sampler, draw_together
 from gptiny_cli.model import Bigram
 
 # How many rounds a full cache waits for company: at about 2.3 ms a round of 16 streams, a pause
-# of under 20 ms once in 97 characters, where 8 streams refill in 2.5 times the time of one (int8,
-# avx512-bf16 class; 3.5 times in float32 held to AVX2; benchmarks/README.md).
+# of under 20 ms once in 97 characters, where 8 streams refill in 2.6 times the time of one (int8,
+# avx512-bf16 class; 3.1 times in float32 held to AVX2; benchmarks/README.md).
 WAIT_ROUNDS = 8
 
 
